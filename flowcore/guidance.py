@@ -1,0 +1,83 @@
+"""Classifier-free guidance (Ho & Salimans 2022) in training targets and in sampling.
+
+- ``drop_labels``: replace a fraction p of labels by the null class (CFG training).
+- ``cfg_combine``: v_w = v_u + w (v_c - v_u), the guided field at sampling time.
+- ``meanflow_guided_velocity``: MeanFlow's training-time guided target (Geng et al. 2025, eq. 13-15)
+  v_g = omega v + kappa u(z, t, t | y) + (1 - omega - kappa) u(z, t, t | null); with kappa = 0 this is
+  v_u + omega (v - v_u), whose fixed point is the CFG field of scale omega / (1 - kappa).
+- ``imf_guided_velocity``: improved MeanFlow's target from the model's own velocity head
+  v_g = v + (1 - 1/omega)(v_c - v_u) (fixed point: v_u + omega (v_c - v_u)); omega is a model input.
+- ``guidance_feature``: the scale as a network input, 1 - 1/omega in [0, 1) (iMF).
+- ``guided``: wrap a conditional network into its CFG field for samplers, one doubled batch per call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from flowcore.interpolants import expand_time
+
+
+def drop_labels(y: Tensor, p: float, null_class: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Return (labels with a fraction p set to ``null_class``, boolean mask of the dropped rows)."""
+    if y.dtype != torch.int64 or y.dim() != 1:
+        raise ValueError(f"class labels must be an int64 tensor of shape (B,), got {y.dtype} {tuple(y.shape)}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"label drop probability must be in [0, 1], got {p}")
+    dropped = torch.rand(y.shape[0], generator=generator) < p
+    return torch.where(dropped, torch.full_like(y, null_class), y), dropped
+
+
+def cfg_combine(v_cond: Tensor, v_uncond: Tensor, w: Tensor | float) -> Tensor:
+    """v_u + w (v_c - v_u); w is a float or per-sample (B,)."""
+    w = expand_time(w, v_cond) if isinstance(w, Tensor) else w
+    return v_uncond + w * (v_cond - v_uncond)
+
+
+def within_interval(t: Tensor, t_min: Tensor | float, t_max: Tensor | float) -> Tensor:
+    """Boolean mask t_min <= t <= t_max (guidance interval, Kynkaanniemi et al. 2024)."""
+    return (t >= t_min) & (t <= t_max)
+
+
+def meanflow_guided_velocity(v: Tensor, u_cond: Tensor, u_uncond: Tensor, omega: float, kappa: float = 0.0) -> Tensor:
+    """omega v + kappa u_c + (1 - omega - kappa) u_u, with u_c, u_u the model at (z, t, t) (detached)."""
+    if not 0.0 <= kappa < 1.0:
+        raise ValueError(f"kappa must be in [0, 1), got {kappa}")
+    return omega * v + kappa * u_cond.detach() + (1.0 - omega - kappa) * u_uncond.detach()
+
+
+def imf_guided_velocity(v: Tensor, v_cond: Tensor, v_uncond: Tensor, omega: Tensor) -> Tensor:
+    """v + (1 - 1/omega)(v_c - v_u), omega (B,) >= 1; v_c, v_u from the model's velocity head (detached)."""
+    if (omega < 1).any():
+        raise ValueError("guidance scale omega must be >= 1")
+    return v + expand_time(1.0 - 1.0 / omega, v) * (v_cond.detach() - v_uncond.detach())
+
+
+def guidance_feature(omega: Tensor) -> Tensor:
+    """Network input for the guidance scale: 1 - 1/omega (0 at omega = 1, -> 1 as omega -> inf)."""
+    return 1.0 - 1.0 / omega
+
+
+def sample_guidance_scale(n: int, omega_max: float, generator: torch.Generator | None = None) -> Tensor:
+    """omega log-uniform on [1, omega_max] (iMF samples the scale so one model serves every omega)."""
+    if omega_max < 1:
+        raise ValueError(f"omega_max must be >= 1, got {omega_max}")
+    return torch.exp(math.log(omega_max) * torch.rand(n, generator=generator))
+
+
+def guided(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], y: Tensor, w: float, null_class: int) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """CFG for sampling: (z, t, s) -> fn_u + w (fn_c - fn_u), fn(z, t, s, y) evaluated once on a
+    doubled batch. w = 1 skips the unconditional half."""
+    if w == 1.0:
+        return lambda z, t, s: fn(z, t, s, y)
+
+    def field(z: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        both = fn(torch.cat([z, z]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([y, torch.full_like(y, null_class)]))
+        cond, uncond = both.chunk(2)
+        return cfg_combine(cond, uncond, w)
+
+    return field

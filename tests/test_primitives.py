@@ -1,0 +1,335 @@
+"""Primitives against oracles: closed-form Gaussian flow, fp64 finite differences, exact identities."""
+
+import math
+
+import pytest
+import torch
+
+from flowcore import derivatives, guidance, losses, sampling, targets, times
+from flowcore.interpolants import (
+    CosinePath, LinearPath, VPPath, eps_from_score, eps_from_v, eps_from_x, sample_path, score_from_eps,
+    v_from_eps, v_from_x, x_from_eps, x_from_v,
+)
+from tests import oracles
+
+PATHS = [LinearPath(), CosinePath(), VPPath()]
+S2 = 0.25  # data variance of the Gaussian oracle
+
+
+def _batch(n=64, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    eps = torch.randn(n, d, generator=g, dtype=torch.float64)
+    t = torch.rand(n, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    return x, eps, t
+
+
+# ---------------------------------------------------------------- interpolants
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: type(p).__name__)
+def test_path_derivatives_match_finite_differences(path):
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    h = 1e-6
+    torch.testing.assert_close(path.da(t), (path.a(t + h) - path.a(t - h)) / (2 * h), rtol=1e-7, atol=1e-8)
+    torch.testing.assert_close(path.db(t), (path.b(t + h) - path.b(t - h)) / (2 * h), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: type(p).__name__)
+def test_conditional_velocity_is_time_derivative_of_z(path):
+    x, eps, t = _batch()
+    z, v = sample_path(path, x, eps, t)
+    _, dz = torch.func.jvp(lambda tt: sample_path(path, x, eps, tt)[0], (t,), (torch.ones_like(t),))
+    torch.testing.assert_close(v, dz, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: type(p).__name__)
+def test_conversions_round_trip(path):
+    x, eps, t = _batch()
+    z, v = sample_path(path, x, eps, t)
+    torch.testing.assert_close(x_from_eps(path, z, eps, t), x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(eps_from_x(path, z, x, t), eps, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(v_from_x(path, z, x, t), v, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(v_from_eps(path, z, eps, t), v, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(x_from_v(path, z, v, t), x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(eps_from_v(path, z, v, t), eps, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(eps_from_score(path, score_from_eps(path, eps, t), t), eps, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_path_endpoints_and_velocity():
+    x, eps, _ = _batch()
+    path = LinearPath()
+    for tv, expect in ((0.0, x), (1.0, eps)):
+        z, v = sample_path(path, x, eps, torch.full((x.shape[0],), tv, dtype=torch.float64))
+        torch.testing.assert_close(z, expect)
+        torch.testing.assert_close(v, eps - x)
+
+
+def test_marginal_score_of_gaussian_data():
+    """E[eps | z] for data N(0, s^2 I) is t z / sigma_t^2, so the score is -z / sigma_t^2."""
+    _, _, t = _batch()
+    z = torch.randn(t.shape[0], 3, dtype=torch.float64)
+    mean_eps = z * (t / oracles.sigma(t, S2) ** 2)[:, None]
+    torch.testing.assert_close(score_from_eps(LinearPath(), mean_eps, t), -z / oracles.sigma(t, S2)[:, None] ** 2)
+
+
+def test_time_shape_mismatch_raises():
+    x, eps, t = _batch()
+    with pytest.raises(ValueError, match="times must have shape"):
+        sample_path(LinearPath(), x, eps, t[:-1])
+    with pytest.raises(ValueError, match="same shape"):
+        sample_path(LinearPath(), x, eps[:, :2], t)
+
+
+# ---------------------------------------------------------------- times
+def test_logit_normal_moments_and_lognormal_sigma_equivalence():
+    g = torch.Generator().manual_seed(0)
+    t = times.LogitNormal(-0.4, 1.0).sample(200_000, g)
+    logit = torch.log(t) - torch.log1p(-t)
+    assert abs(logit.mean().item() + 0.4) < 0.01 and abs(logit.std().item() - 1.0) < 0.01
+    a = times.LogitNormal(-1.1, 2.0).sample(1000, torch.Generator().manual_seed(3))
+    b = times.LogNormalSigma(-1.1, 2.0).sample(1000, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sample_pairs_order_and_exact_equal_fraction():
+    t, s = times.sample_pairs(1000, times.LogitNormal(-0.4, 1.0), equal_fraction=0.75, generator=torch.Generator().manual_seed(1))
+    assert bool((s <= t).all())
+    assert int((s == t).sum()) == 750
+    # equal rows take t = max of two draws after sorting, one draw's marginal before sorting
+    g = torch.Generator().manual_seed(2)
+    t_after, s_after = times.sample_pairs(100_000, times.Uniform(), equal_fraction=1.0, generator=g)
+    t_before, _ = times.sample_pairs(100_000, times.Uniform(), equal_fraction=1.0, equal_before_sort=True, generator=g)
+    assert abs(t_after.mean().item() - 2 / 3) < 0.01 and abs(t_before.mean().item() - 0.5) < 0.01
+
+
+def test_discrete_grid_and_uniform_grid():
+    vals = times.DiscreteGrid((0.1, 0.5, 0.9)).sample(3000, torch.Generator().manual_seed(0))
+    counts = torch.stack([(vals == v).sum() for v in torch.tensor([0.1, 0.5, 0.9])])
+    assert counts.sum() == 3000 and counts.min() > 900
+    torch.testing.assert_close(times.uniform_grid(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+
+
+def test_check_times_names_the_problem():
+    t = torch.tensor([0.5, 0.7])
+    with pytest.raises(ValueError, match="s must be <= t"):
+        times.check_times(t, torch.tensor([0.6, 0.1]))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        times.check_times(torch.tensor([0.5, 1.2]))
+    with pytest.raises(ValueError, match="shape"):
+        times.check_times(torch.tensor(0.5))
+    with pytest.raises(ValueError, match="NaN"):
+        times.check_times(torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match="entries"):
+        times.check_times(t, batch=3)
+    with pytest.raises(ValueError):
+        times.Uniform(0.5, 0.2)
+
+
+# ---------------------------------------------------------------- derivatives
+def _net(seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    body = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.Tanh(), torch.nn.Dropout(dropout), torch.nn.Linear(32, 3)).double()
+
+    def f(z, t, s):
+        return body(torch.cat([z, t[:, None], s[:, None]], 1))
+
+    return body, f
+
+
+def test_jvp_matches_central_difference_fp64_and_fd_error_is_second_order():
+    _, f = _net()
+    z, v, t = _batch(16)
+    s = t * 0.5
+    tangents = (v, torch.ones_like(t), None)
+    out, d_exact = derivatives.jvp(f, (z, t, s), tangents)
+    torch.testing.assert_close(out, f(z, t, s))
+    _, d_fd = derivatives.finite_difference(f, (z, t, s), tangents, step=1e-5)
+    rel = (d_fd - d_exact).norm() / d_exact.norm()
+    assert rel < 1e-8, rel
+    errs = [(derivatives.finite_difference(f, (z, t, s), tangents, step=h)[1] - d_exact).norm().item() for h in (4e-2, 2e-2, 1e-2)]
+    ratios = [errs[0] / errs[1], errs[1] / errs[2]]
+    assert all(3.6 < r < 4.4 for r in ratios), ratios  # central difference: error ~ h^2
+    errs_fwd = [(derivatives.finite_difference(f, (z, t, s), tangents, step=h, scheme=derivatives.FDScheme.FORWARD)[1] - d_exact).norm().item() for h in (4e-3, 2e-3)]
+    assert 1.8 < errs_fwd[0] / errs_fwd[1] < 2.2  # forward difference: error ~ h
+
+
+def test_jvp_detaches_unless_asked_and_gradient_through_tangent_is_exact():
+    body, f = _net()
+    z, v, t = _batch(8)
+    s = t * 0.5
+    tangents = (torch.zeros_like(z), None, torch.ones_like(s))  # d/ds, TVM-style
+    _, d_detached = derivatives.jvp(f, (z, t, s), tangents)
+    assert not d_detached.requires_grad
+    _, d = derivatives.jvp(f, (z, t, s), tangents, grad_through_tangent=True)
+    (g_jvp,) = torch.autograd.grad(d.pow(2).sum(), [body[0].weight])
+    # reference: gradient of the fp64 central FD of the same quantity (the FD is differentiable)
+    _, d_fd = derivatives.finite_difference(f, (z, t, s), tangents, step=1e-5, grad_through_tangent=True)
+    (g_fd,) = torch.autograd.grad(d_fd.pow(2).sum(), [body[0].weight])
+    torch.testing.assert_close(g_jvp, g_fd, rtol=1e-6, atol=1e-8)
+
+
+def test_fd_shares_rng_state_so_dropout_masks_match():
+    body, f = _net(dropout=0.3)
+    body.train()
+    z, v, t = _batch(8)
+    s = t * 0.5
+    tangents = (v, torch.ones_like(t), None)
+    torch.manual_seed(5)
+    out_fd, d_fd = derivatives.finite_difference(f, (z, t, s), tangents, step=1e-6)
+    after_fd = torch.rand(1)
+    torch.manual_seed(5)
+    out_jvp, d_jvp = derivatives.jvp(f, (z, t, s), tangents)
+    after_jvp = torch.rand(1)
+    torch.testing.assert_close(out_fd, out_jvp)
+    torch.testing.assert_close(d_fd, d_jvp, rtol=1e-6, atol=1e-8)
+    assert after_fd == after_jvp  # the outer RNG stream advanced as for one forward
+
+
+def test_switchable_operator_and_bad_tangents():
+    _, f = _net()
+    z, v, t = _batch(8)
+    s = t * 0.5
+    tangents = (v, torch.ones_like(t), None)
+    ref = derivatives.jvp(f, (z, t, s), tangents)[1]
+    for method in derivatives.Derivative:
+        if method is derivatives.Derivative.FUSED:
+            continue  # needs attention in the model; tested with the DiT
+        op = derivatives.DirectionalDerivative(method, fd_step=1e-6)
+        torch.testing.assert_close(op(f, (z, t, s), tangents)[1], ref, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="tangent 0 has shape"):
+        derivatives.jvp(f, (z, t, s), (v[:, :2], None, None))
+    with pytest.raises(ValueError, match="at least one tangent"):
+        derivatives.jvp(f, (z, t, s), (None, None, None))
+
+
+# ---------------------------------------------------------------- targets on the closed-form flow
+def _exact_meanflow_quantities():
+    g = torch.Generator().manual_seed(0)
+    n = 256
+    z = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    t = torch.rand(n, generator=g, dtype=torch.float64) * 0.9 + 0.1
+    s = t * torch.rand(n, generator=g, dtype=torch.float64)
+    s[:32] = t[:32]  # rows with s = t
+    v = oracles.velocity(z, t, S2)
+    u_fn = lambda zz, tt: oracles.average_velocity(zz, tt, s, S2)
+    u, du_dt = derivatives.jvp(u_fn, (z, t), (v, torch.ones_like(t)))
+    return z, t, s, v, u, du_dt
+
+
+def test_exact_average_velocity_is_a_fixed_point_of_the_meanflow_target():
+    z, t, s, v, u, du_dt = _exact_meanflow_quantities()
+    u_tgt = targets.meanflow_target(v, t, s, du_dt)
+    torch.testing.assert_close(u_tgt, u, rtol=1e-9, atol=1e-10)
+    loss = losses.squared_error(u, u_tgt.detach(), losses.Reduce.SUM)
+    assert loss.max() < 1e-18
+    # a wrong map is not a fixed point: the target moves it
+    wrong = 1.1 * u
+    assert (targets.meanflow_target(v, t, s, 1.1 * du_dt) - wrong).abs().max() > 1e-3
+
+
+def test_exact_map_satisfies_imf_compound_identity():
+    z, t, s, v, u, du_dt = _exact_meanflow_quantities()
+    compound = targets.compound_velocity(u, du_dt, t, s)
+    torch.testing.assert_close(compound, v, rtol=1e-9, atol=1e-10)
+    assert losses.squared_error(compound, v, losses.Reduce.SUM).max() < 1e-18
+
+
+def test_flow_map_step_and_x_prediction_on_exact_flow():
+    z, t, s, v, u, du_dt = _exact_meanflow_quantities()
+    torch.testing.assert_close(targets.flow_map_step(z, u, t, s), oracles.flow_map(z, t, s, S2), rtol=1e-10, atol=1e-12)
+    x_hat = z - t[:, None] * u  # the x-prediction that reproduces u
+    torch.testing.assert_close(targets.velocity_from_x_prediction(z, x_hat, t, t_floor=0.05), u)
+
+
+def test_compound_velocity_gradient_flows_only_through_u():
+    u = torch.randn(4, 3, requires_grad=True)
+    du = torch.randn(4, 3, requires_grad=True)
+    t, s = torch.full((4,), 0.8), torch.full((4,), 0.3)
+    targets.compound_velocity(u, du, t, s).sum().backward()
+    assert du.grad is None and torch.equal(u.grad, torch.ones_like(u))
+
+
+# ---------------------------------------------------------------- losses
+def test_adaptive_weight_carries_no_gradient_and_scales_gradient():
+    pred = torch.randn(5, 3, requires_grad=True)
+    target = torch.randn(5, 3)
+    per = losses.squared_error(pred, target, losses.Reduce.SUM)
+    w = losses.adaptive_weight(per, p=1.0, c=1e-2)
+    assert not w.requires_grad
+    losses.adaptively_weighted(per, p=0.75, c=1e-3).sum().backward()
+    expect = 2 * (pred - target) / (per.detach() + 1e-3)[:, None] ** 0.75
+    torch.testing.assert_close(pred.grad, expect)
+
+
+def test_reductions_and_robust_losses():
+    pred, target = torch.ones(2, 4), torch.zeros(2, 4)
+    assert torch.equal(losses.squared_error(pred, target, losses.Reduce.SUM), torch.tensor([4.0, 4.0]))
+    assert torch.equal(losses.squared_error(pred, target, losses.Reduce.MEAN), torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(losses.pseudo_huber(pred, target, c=0.5), torch.tensor([math.sqrt(4.25) - 0.5] * 2))
+    L = torch.tensor([0.3, 2.0])
+    lv = torch.log(L).requires_grad_(True)  # optimum of the learned log-variance loss
+    (g,) = torch.autograd.grad(losses.learned_log_variance(L, lv).sum(), lv)
+    torch.testing.assert_close(g, torch.zeros(2), atol=1e-6, rtol=0)
+    Lg = torch.tensor([0.3, 2.0], requires_grad=True)
+    lv0 = torch.tensor([0.5, -1.0])
+    (gc,) = torch.autograd.grad(losses.adaptive_cauchy(Lg, lv0, c=0.01).sum(), Lg)
+    torch.testing.assert_close(gc, 1 / (Lg.detach() + 0.01 * torch.exp(lv0)))
+
+
+def test_losses_reject_bad_inputs():
+    with pytest.raises(ValueError, match="does not match"):
+        losses.squared_error(torch.zeros(2, 3), torch.zeros(2, 4), losses.Reduce.SUM)
+    with pytest.raises(ValueError, match="detach"):
+        losses.squared_error(torch.zeros(2, 3), torch.zeros(2, 3, requires_grad=True), losses.Reduce.SUM)
+    with pytest.raises(TypeError, match="Reduce"):
+        losses.squared_error(torch.zeros(2, 3), torch.zeros(2, 3), "sum")
+
+
+# ---------------------------------------------------------------- guidance
+def test_guidance_fixed_points():
+    g = torch.Generator().manual_seed(0)
+    v_c, v_u = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g)
+    omega = torch.tensor([1.0, 1.5, 2.0, 3.0, 5.0, 7.0])
+    torch.testing.assert_close(guidance.cfg_combine(v_c, v_u, omega), v_u + omega[:, None] * (v_c - v_u))
+    # MeanFlow omega/kappa form: at its fixed point u_c = v_c, u_u = v_cfg(omega') with omega' = omega / (1 - kappa)
+    om, ka = 1.0, 0.5
+    w_eff = om / (1 - ka)
+    v_cfg = guidance.cfg_combine(v_c, v_u, w_eff)
+    torch.testing.assert_close(guidance.meanflow_guided_velocity(v_c, v_cfg, v_u, om, ka), v_cfg)
+
+
+def test_imf_target_fixed_point_is_cfg_field():
+    """If the v-head is the CFG field (v_head(y, omega) = v_u + omega (v_c - v_u)), the expectation of
+    v + (1 - 1/omega)(v_head(y, omega) - v_u) over data equals it: E[v | z, y] = v_c."""
+    g = torch.Generator().manual_seed(1)
+    v_c, v_u = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    omega = torch.tensor([1.0, 2.0, 3.0, 4.0, 6.0])
+    head = guidance.cfg_combine(v_c, v_u, omega)
+    torch.testing.assert_close(guidance.imf_guided_velocity(v_c, head, v_u, omega), head)
+
+
+def test_label_drop_and_sampling_cfg():
+    y = torch.arange(10).repeat(1000)
+    yd, dropped = guidance.drop_labels(y, 0.1, null_class=10, generator=torch.Generator().manual_seed(0))
+    assert abs(dropped.float().mean().item() - 0.1) < 0.01 and bool((yd[dropped] == 10).all()) and torch.equal(yd[~dropped], y[~dropped])
+    with pytest.raises(ValueError, match="int64"):
+        guidance.drop_labels(y.float(), 0.1, 10)
+    fn = lambda z, t, s, yy: z * 0 + yy[:, None].float()
+    field = guidance.guided(fn, torch.tensor([2, 4]), w=3.0, null_class=10)
+    torch.testing.assert_close(field(torch.zeros(2, 1), torch.ones(2), torch.ones(2)), torch.tensor([[10 + 3 * (2 - 10.0)], [10 + 3 * (4 - 10.0)]]))
+    assert guidance.guidance_feature(torch.tensor([1.0])).item() == 0.0
+
+
+# ---------------------------------------------------------------- samplers
+def test_samplers_on_the_closed_form_flow():
+    z1 = torch.randn(512, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    exact = oracles.flow_map(z1, torch.ones(512, dtype=torch.float64), torch.zeros(512, dtype=torch.float64), S2)
+    field = lambda z, t: oracles.velocity(z, t, S2)
+    e_euler = [(sampling.euler(field, z1, times.uniform_grid(n).double()) - exact).abs().max().item() for n in (50, 100)]
+    e_heun = [(sampling.heun(field, z1, times.uniform_grid(n).double()) - exact).abs().max().item() for n in (50, 100)]
+    assert 1.8 < e_euler[0] / e_euler[1] < 2.2  # first order
+    assert e_heun[1] < e_euler[1] / 10
+    fmap = lambda z, t, s: oracles.average_velocity(z, t, s, S2)
+    for steps in (1, 2, 4):
+        torch.testing.assert_close(sampling.flow_map_sample(fmap, z1, times.uniform_grid(steps).double()), exact, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="decrease"):
+        sampling.euler(field, z1, torch.tensor([0.0, 1.0]))
