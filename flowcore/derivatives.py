@@ -36,6 +36,9 @@ class Derivative(enum.Enum):
     FUSED = "fused"
     FD = "fd"
 
+    def __str__(self) -> str:
+        return self.value
+
 
 class FDScheme(enum.Enum):
     CENTRAL = "central"

@@ -108,6 +108,8 @@ def sample_path(path: Path, x: Tensor, eps: Tensor, t: Tensor) -> tuple[Tensor, 
     """Return (z_t, v) with z_t = a(t) x + b(t) eps and the conditional velocity v = a'(t) x + b'(t) eps."""
     if x.shape != eps.shape:
         raise ValueError(f"x and eps must have the same shape, got {tuple(x.shape)} and {tuple(eps.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("the data batch x contains NaN or inf")
     a, b, da, db = _coefficients(path, t, x)
     return a * x + b * eps, da * x + db * eps
 
