@@ -3,7 +3,8 @@
     python bench/jvp_attention.py [--repeats 5] [--sizes 1024 2048 4096] [--json out.json]
 
 Shape B=1, H=8, D=64, fp32, torch's intra-op thread count. Every time is the median of --repeats
-runs after one warm-up. Ratios printed against the issue's bars:
+runs after one warm-up round; the compared functions run round-robin so shared-machine load hits
+them alike. Ratios printed against the issue's bars:
   - fused forward+tangent / default SDPA forward            (bar: <= 3.0 at N = 1024 and 4096)
   - SDPA(MATH) + torch.func.jvp / fused forward+tangent      (bar: >= 5 at N = 2048 and 4096)
   - extra memory of fused / of the math path at N = 4096     (bar: <= 1/20)
@@ -41,14 +42,17 @@ def inputs(n: int, count: int = 6, requires_grad: bool = False) -> list[torch.Te
     return [torch.randn(B, H, n, D, generator=g).requires_grad_(requires_grad) for _ in range(count)]
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def interleaved_median_ms(fns: dict, repeats: int) -> dict[str, float]:
+    """Median time of each function, the functions run round-robin (one warm-up round first) so that
+    load from other processes on a shared machine hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ > 0:
+                times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def sdpa_forward(q, k, v, *_):
@@ -141,10 +145,11 @@ def main() -> None:
     print(f"{'N':>6} {'SDPA fwd':>10} {'fused fwd+tan':>14} {'blockwise':>10} {'MATH+jvp':>10} {'fused/SDPA':>11} {'MATH/fused':>11}")
     for n in args.sizes:
         xs = inputs(n)
-        res["sdpa_fwd"][n] = median_ms(lambda: sdpa_forward(*xs), args.repeats)
-        res["fused_fwd_tangent"][n] = median_ms(lambda: fused_forward_tangent(*xs), args.repeats)
-        res["blockwise_fwd_tangent"][n] = median_ms(lambda: blockwise_forward_tangent(*xs), args.repeats)
-        res["math_fwd_tangent"][n] = median_ms(lambda: math_forward_tangent(*xs), args.repeats)
+        fns = {"sdpa_fwd": sdpa_forward, "fused_fwd_tangent": fused_forward_tangent,
+               "blockwise_fwd_tangent": blockwise_forward_tangent, "math_fwd_tangent": math_forward_tangent}
+        medians = interleaved_median_ms({name: (lambda f=f: f(*xs)) for name, f in fns.items()}, args.repeats)
+        for name, ms in medians.items():
+            res[name][n] = ms
         print(f"{n:>6} {res['sdpa_fwd'][n]:>8.1f}ms {res['fused_fwd_tangent'][n]:>12.1f}ms "
               f"{res['blockwise_fwd_tangent'][n]:>8.1f}ms {res['math_fwd_tangent'][n]:>8.1f}ms "
               f"{res['fused_fwd_tangent'][n] / res['sdpa_fwd'][n]:>10.2f}x "
@@ -153,8 +158,10 @@ def main() -> None:
     for n in args.sizes:
         xs = inputs(n, requires_grad=True)
         weights = [torch.randn(B, H, n, D) for _ in range(2)]
-        res["sdpa_fwd_bwd"][n] = median_ms(lambda: sdpa_forward_backward(xs, weights), args.repeats)
-        res["fused_fwd_bwd"][n] = median_ms(lambda: fused_forward_backward(xs, weights), args.repeats)
+        medians = interleaved_median_ms({"sdpa_fwd_bwd": lambda: sdpa_forward_backward(xs, weights),
+                                         "fused_fwd_bwd": lambda: fused_forward_backward(xs, weights)}, args.repeats)
+        for name, ms in medians.items():
+            res[name][n] = ms
         print(f"{n:>6} {res['sdpa_fwd_bwd'][n]:>11.1f}ms {res['fused_fwd_bwd'][n]:>22.1f}ms "
               f"{res['fused_fwd_bwd'][n] / res['sdpa_fwd_bwd'][n]:>6.2f}x")
     n_mem = max(args.sizes)

@@ -91,6 +91,9 @@ def attention(
 
         return fused_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    if causal and mask is not None:  # SDPA takes one or the other: combine them into one boolean mask
+        mask = mask & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+        causal = False
     enable_gqa = q.shape[1] != k.shape[1]
     if backend is AttentionBackend.MATH or forward_derivative_active(q, k, v):
         with sdpa_kernel(SDPBackend.MATH):

@@ -148,7 +148,7 @@ _TOYS = {
 # Gaussian mixtures on the linear path
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class MixturePosterior:
     """p(x | z_t = z) for a batch of points: a Gaussian mixture per point.
 
@@ -170,7 +170,7 @@ class MixturePosterior:
         return second - m[:, :, None] * m[:, None, :]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class GaussianMixture:
     """Data x ~ sum_k w_k N(mu_k, Sigma_k) on the linear path z_t = (1 - t) x + t eps, eps ~ N(0, I).
 
@@ -389,7 +389,7 @@ class GaussianMixture:
 def gaussian(dim: int, std: float) -> GaussianMixture:
     """The single Gaussian N(0, std^2 I) of DESIGN.md's closed-form oracle."""
     _check_n(dim, "dim")
-    return GaussianMixture.isotropic(torch.ones(1), torch.zeros(1, dim), torch.tensor([float(std)]))
+    return GaussianMixture.isotropic(torch.ones(1), torch.zeros(1, dim), torch.tensor([float(std)], dtype=torch.float64))
 
 
 def ring_mixture(n_modes: int = 8, radius: float = math.sqrt(2.0), std: float = 0.1) -> GaussianMixture:
@@ -398,7 +398,7 @@ def ring_mixture(n_modes: int = 8, radius: float = math.sqrt(2.0), std: float = 
     _check_n(n_modes, "n_modes")
     angle = 2 * math.pi * torch.arange(n_modes, dtype=torch.float64) / n_modes
     means = radius * torch.stack([angle.cos(), angle.sin()], dim=1)
-    return GaussianMixture.isotropic(torch.ones(n_modes), means, torch.full((n_modes,), float(std)))
+    return GaussianMixture.isotropic(torch.ones(n_modes), means, torch.full((n_modes,), float(std), dtype=torch.float64))
 
 
 def class_conditional_mixture() -> GaussianMixture:

@@ -333,3 +333,17 @@ def test_samplers_on_the_closed_form_flow():
         torch.testing.assert_close(sampling.flow_map_sample(fmap, z1, times.uniform_grid(steps).double()), exact, rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="decrease"):
         sampling.euler(field, z1, torch.tensor([0.0, 1.0]))
+
+
+def test_attention_causal_with_padding_mask_matches_explicit_softmax():
+    from flowcore.attention import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    keep = torch.tensor([[True, True, False, True, True], [True, True, True, True, False]])
+    allowed = keep[:, None, None, :] & torch.ones(5, 5, dtype=torch.bool).tril()
+    scores = (q @ k.transpose(-1, -2) / 2.0).masked_fill(~allowed, float("-inf"))
+    expect = torch.softmax(scores, -1) @ v
+    torch.testing.assert_close(attention(q, k, v, causal=True, key_padding_mask=keep), expect)
+    _, tangent = torch.func.jvp(lambda qq: attention(qq, k, v, causal=True, key_padding_mask=keep), (q,), (torch.ones_like(q),))
+    assert torch.isfinite(tangent).all()
