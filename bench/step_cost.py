@@ -6,7 +6,7 @@ extra no-grad forward), and the fused JVP-attention kernel (DiT only, when the e
 Steps are interleaved round-robin and the median of each is reported, so the ratios are measured
 side by side in one run.
 
-    python bench/step_cost.py                 # DiT 8x8/patch 2, width 128, depth 4, batch 128; and the MLP
+    python bench/step_cost.py                 # DiT 8x8/patch 2 and the MLP at batch 128; DiT at 256 tokens
     python bench/step_cost.py --repeats 30 --json bench/out/step_cost.json
 """
 
@@ -78,6 +78,7 @@ def bench_model(label: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Te
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch-256", type=int, default=16, help="batch of the 256-token DiT row")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args()
@@ -89,14 +90,19 @@ def main() -> None:
         fused = extension_available()
     except ImportError:
         fused = False
+    x256 = torch.randn(args.batch_256, 1, 32, 32)
     rows = [
         bench_model("DiT 8x8 p2 w128 d4", DiT(DiTConfig(width=128, depth=4, heads=4, num_classes=10)), x, y, args.repeats, fused),
         bench_model("MLP w512 d4", MLP(MLPConfig(dim=64, width=512, depth=4, num_classes=10)), x, y, args.repeats, False),
+        bench_model(f"DiT 256 tokens (32x32 p2) w128 d4, batch {args.batch_256}",
+                    DiT(DiTConfig(image_size=32, width=128, depth=4, heads=4, num_classes=10)), x256, y[: args.batch_256], args.repeats, fused),
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, median of {args.repeats}")
     for row in rows:
         parts = [f"{row['model']}: FM step {row['fm_ms']:.1f} ms"]
         parts += [f"MeanFlow/{k[6:]} {v:.2f}x" for k, v in row.items() if k.startswith("ratio_")]
+        if "ratio_fused" in row:
+            parts.append(f"fused step / jvp step {row['ratio_fused'] / row['ratio_jvp']:.2f}x")
         print("  " + ", ".join(parts))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -92,11 +92,15 @@ def build_model(
                          time_inputs=time_inputs, aux_head=aux_head))
 
 
-def add_common_args(parser: argparse.ArgumentParser, *, data: str, steps: int, batch: int, lr: float, width: int, depth: int, out: str) -> None:
+DEFAULT_WIDTH = {DIGITS: 512}
+"""MLP width per data when --width is not given (2D toys: 256)."""
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, data: str, steps: int, batch: int, lr: float, depth: int, out: str) -> None:
     g = parser.add_argument_group("common")
     g.add_argument("--data", choices=DATA_CHOICES, default=data, help="training data (default: %(default)s)")
     g.add_argument("--model", type=ModelKind, choices=list(ModelKind), default=ModelKind.MLP, help="network (default: %(default)s)")
-    g.add_argument("--width", type=int, default=width, help="model width (default: %(default)s)")
+    g.add_argument("--width", type=int, default=None, help="model width (default: 512 on digits, 256 on 2D; 128 for the DiT)")
     g.add_argument("--depth", type=int, default=depth, help="residual blocks / transformer blocks (default: %(default)s)")
     g.add_argument("--steps", type=int, default=steps, help="optimizer steps (default: %(default)s)")
     g.add_argument("--batch", type=int, default=batch, help="global batch size, split over ranks (default: %(default)s)")
@@ -112,6 +116,8 @@ def add_common_args(parser: argparse.ArgumentParser, *, data: str, steps: int, b
 
 def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     """Apply --smoke (a few steps, small model and evaluation) and check the common flags."""
+    if args.width is None:
+        args.width = 128 if args.model is ModelKind.DIT else DEFAULT_WIDTH.get(args.data, 256)
     if args.smoke:
         args.steps, args.width, args.depth = min(args.steps, 6), min(args.width, 32), min(args.depth, 2)
         args.eval_samples, args.ckpt_every = 64, 3

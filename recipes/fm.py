@@ -24,7 +24,7 @@ from flowcore.times import LogitNormal, uniform_grid
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_common_args(p, data="digits", steps=6000, batch=128, lr=1e-3, width=512, depth=4, out="runs/fm")
+    experiment.add_common_args(p, data="digits", steps=6000, batch=128, lr=1e-3, depth=4, out="runs/fm")
     p.add_argument("--label-drop", type=float, default=0.1, help="CFG label dropout (default: %(default)s)")
     p.add_argument("--cfg", type=float, default=1.5, help="sampling CFG scale on digits (default: %(default)s)")
     p.add_argument("--ode-steps", type=int, default=None, help="teacher sampling steps (default: 50 digits, 100 2D)")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     generators = {f"euler{n}": (lambda eps, y, n=n: sampling.euler(field(y), eps, uniform_grid(n))) for n in (1, 2, 4, n_ode)}
     generators[f"heun{n_ode}"] = lambda eps, y: sampling.heun(field(y), eps, uniform_grid(n_ode))
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
-    experiment.write_outputs(args.out, source, results, samples, history, {"recipe": "fm", "train_seconds": train_seconds, "teacher_steps": n_ode, "cfg": w})
+    experiment.write_outputs(args.out, source, results, samples, history, {"recipe": "fm", "train_seconds": train_seconds, "steps": args.steps, "teacher_steps": n_ode, "cfg": w})
     return results
 
 

@@ -34,7 +34,7 @@ from flowcore.times import LogitNormal, sample_pairs, uniform_grid
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_common_args(p, data="digits", steps=5000, batch=128, lr=1e-3, width=512, depth=4, out="runs/pmf")
+    experiment.add_common_args(p, data="digits", steps=5000, batch=128, lr=1e-3, depth=4, out="runs/pmf")
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end (default: %(default)s)")
     p.add_argument("--equal-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
     p.add_argument("--t-floor", type=float, default=0.05, help="clip of t in u = (z - x)/t (default: %(default)s)")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     generators = {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, source, results, samples, history,
-                             {"recipe": "pmf", "train_seconds": train_seconds, "derivative": args.derivative.value, "omega": args.omega})
+                             {"recipe": "pmf", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value, "omega": args.omega})
     return results
 
 

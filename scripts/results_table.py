@@ -80,6 +80,27 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
             for name, v in ratios.items():
                 tag = " (best)" if name == best_name else ""
                 row(f"MeanFlow step / FM step, {r['model']}, {name}{tag}", v, "<= 1.7 (best back end)", v <= 1.7)
+        for r in benches["step_cost"]["rows"]:
+            if "ratio_fused" in r and "256" in r["model"]:
+                v = r["ratio_fused"] / r["ratio_jvp"]
+                row(f"MeanFlow step with fused / with math JVP, {r['model']}", v, "< 1", v < 1)
+    att = benches.get("jvp_attention")
+    if att:
+        t, mem = att["times_ms"], att["extra_memory_bytes"]
+        for n in ("1024", "4096"):
+            if n in t["sdpa_fwd"]:
+                v = t["fused_fwd_tangent"][n] / t["sdpa_fwd"][n]
+                row(f"fused fwd+tangent / SDPA fwd, N={n}", v, "<= 3.0", v <= 3.0)
+        for n in ("2048", "4096"):
+            if n in t["sdpa_fwd"]:
+                v = t["math_fwd_tangent"][n] / t["fused_fwd_tangent"][n]
+                row(f"speed-up over SDPA(MATH)+jvp, N={n}", v, ">= 5", v >= 5)
+        v = mem["fused"] / max(mem["math"], 1)
+        row(f"extra memory fused / MATH, N={att['memory_n']}", v, "<= 0.05", v <= 0.05)
+        for n in ("1024", "4096"):
+            if n in t["sdpa_fwd_bwd"]:
+                v = t["fused_fwd_bwd"][n] / t["sdpa_fwd_bwd"][n]
+                row(f"fused fwd+bwd (O, O') / SDPA fwd+bwd, N={n}", v, "<= 3.5", v <= 3.5)
     if benches.get("fm_vs_peers"):
         for name, v in benches["fm_vs_peers"]["ratios"].items():
             row(f"flowcore FM step / {name} FM step", v, "<= 1.05", v <= 1.05)
@@ -91,11 +112,22 @@ def section() -> str:
     benches = {k: m for k, p in BENCHES.items() if (m := _load(p)) is not None}
     parts = ["Sources: " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in list(RUNS.values()) + list(BENCHES.values()) if p.is_file()), ""]
     parts += ["### Bars", ""] + bar_lines(runs, benches) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", ""] + run_table(runs)
+    budget = _load(ROOT / "runs/pmf_budget/quality_vs_time.json")
+    if budget:
+        parts += ["", "### pMF quality vs training time (`scripts/quality_vs_time.py pmf`, one run continued by --resume)", "",
+                  "| train minutes | steps | 1-NFE FD | 2-NFE FD | 4-NFE FD | 1-NFE class acc. |", "|---|---|---|---|---|---|"]
+        for r in budget["rows"]:
+            res = r["results"]
+            parts.append(f"| {r['train_minutes']} | {r['steps']} | {_fmt(res['1nfe']['fd'])} | {_fmt(res['2nfe']['fd'])} | "
+                         f"{_fmt(res['4nfe']['fd'])} | {100 * res['1nfe']['class_acc']:.1f}% |")
     if benches.get("step_cost"):
         b = benches["step_cost"]
         parts += ["", f"Step cost: batch {b['batch']}, median of {b['repeats']}, {b['threads']} threads (`bench/step_cost.py`)."]
-    if benches.get("jvp_attention") and "lines" in benches["jvp_attention"]:
-        parts += ["", "### Fused JVP attention (`bench/jvp_attention.py`)", ""] + benches["jvp_attention"]["lines"]
+    if att := benches.get("jvp_attention"):
+        parts += ["", f"Attention: B=1, H=8, D=64, fp32, {att['threads']} threads, median times in ms (`bench/jvp_attention.py`):", "",
+                  "| N | " + " | ".join(att["times_ms"]) + " |", "|---|" + "---|" * len(att["times_ms"])]
+        for n in att["times_ms"]["sdpa_fwd"]:
+            parts.append(f"| {n} | " + " | ".join(f"{att['times_ms'][k].get(n, float('nan')):.1f}" for k in att["times_ms"]) + " |")
     return "\n".join(parts)
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from flowcore.attention import AttentionBackend, attention_backend
 from flowcore.nn import MLP, Conditioning, DiT, DiTConfig, MLPConfig, TimeInputs, patchify, sinusoidal_features, unpatchify
+from flowcore.nn.conditioning import MAX_PERIOD, TIME_SCALE
 
 B = 4
 NUM_CLASSES = 10
@@ -71,7 +72,7 @@ def assert_jvp_matches_central_difference(model: torch.nn.Module, h: float = 1e-
 def test_sinusoidal_features_closed_form():
     x = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
     phi = sinusoidal_features(x, 8)
-    omega = 1000.0 * 10000.0 ** (-torch.arange(4, dtype=torch.float64) / 4)
+    omega = TIME_SCALE * MAX_PERIOD ** (-torch.arange(4, dtype=torch.float64) / 4)
     assert torch.allclose(phi, torch.cat([torch.cos(x[:, None] * omega), torch.sin(x[:, None] * omega)], dim=1), rtol=0, atol=1e-12)
     assert phi[0, :4].eq(1).all() and phi[0, 4:].eq(0).all()
 

@@ -23,9 +23,13 @@ import math
 import torch
 from torch import nn
 
-TIME_SCALE = 1000.0
-"""Times are multiplied by this before the sinusoids (the DiT/ADM convention for t in [0, 1])."""
-MAX_PERIOD = 10000.0
+TIME_SCALE = 30.0
+"""Highest angular frequency of the time features. DiT/ADM use 1000 (t scaled to [0, 1000]); flow
+maps differentiate the network in t, and |d phi/dt| reaches this value, so a smaller scale keeps the
+JVP tangent tame (sCM, Lu & Song 2025, also shrinks its time-embedding scale for this reason).
+Measured on the checkerboard (recipes/meanflow.py, 2500 steps): 1-NFE sliced W2 0.29 with 1000
+against 0.13 with 30."""
+MAX_PERIOD = 1000.0
 """Longest period of the sinusoids, in units of the scaled time."""
 FREQUENCY_FEATURES = 256
 """Number of sinusoidal features (half cosines, half sines) fed to each embedding MLP."""
@@ -56,17 +60,18 @@ def n_time_inputs(kind: TimeInputs) -> int:
     return 1 if kind is TimeInputs.GAP else 2
 
 
-def sinusoidal_features(x: torch.Tensor, n_features: int = FREQUENCY_FEATURES, scale: float = TIME_SCALE) -> torch.Tensor:
-    """phi(x) = [cos(omega_k x), sin(omega_k x)]_k,  omega_k = scale * 10000^(-k / (n/2)), k < n/2.
+def sinusoidal_features(
+    x: torch.Tensor, n_features: int = FREQUENCY_FEATURES, scale: float = TIME_SCALE, max_period: float = MAX_PERIOD
+) -> torch.Tensor:
+    """phi(x) = [cos(omega_k x), sin(omega_k x)]_k,  omega_k = scale * max_period^(-k / (n/2)), k < n/2.
 
-    With the default scale 1000 the angular frequencies are log-spaced from 1000 down to 0.1
-    (DiT / ADM with t scaled by 1000), so phi resolves time steps of about 1e-3 while its slowest
-    features stay nearly linear on [0, 1]. Note |d phi / dx| reaches 1000: finite differences in t
-    need fp64 and small steps. (N,) -> (N, n_features).
+    With the defaults the angular frequencies are log-spaced from 30 down to 0.03, so phi resolves
+    time differences of a few 1e-2 (enough for 50-step samplers) while its slowest features stay
+    nearly linear on [0, 1], and |d phi / dx| <= 30 keeps d/dt of the network moderate. (N,) -> (N, n_features).
     """
     half = n_features // 2
     k = torch.arange(half, device=x.device, dtype=x.dtype)
-    omega = scale * torch.exp(-math.log(MAX_PERIOD) * k / half)
+    omega = scale * torch.exp(-math.log(max_period) * k / half)
     angle = x[:, None] * omega[None, :]
     return torch.cat([torch.cos(angle), torch.sin(angle)], dim=-1)
 

@@ -90,7 +90,7 @@ def sincos_positions_2d(grid: int, width: int) -> torch.Tensor:
     with width/2 features and unit scale, i.e. angles row * 10000^(-k / (width/4)) (as in DiT)."""
     coords = torch.arange(grid, dtype=torch.float64)
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")
-    phi = [sinusoidal_features(x.reshape(-1), width // 2, scale=1.0) for x in (rows, cols)]
+    phi = [sinusoidal_features(x.reshape(-1), width // 2, scale=1.0, max_period=10000.0) for x in (rows, cols)]
     return torch.cat(phi, dim=-1).float()
 
 
