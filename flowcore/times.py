@@ -8,6 +8,7 @@ Single-time distributions (frozen dataclasses with ``sample(n, generator) -> Ten
   linear path's time t = sigma / (1 + sigma) (sigma = b/a = t/(1-t)). Identical in law to
   ``LogitNormal(mean, std)``; it exists to port EDM constants (P_mean, P_std) without re-deriving them.
 - ``DiscreteGrid(values)``: t uniform over a fixed grid of values.
+- ``Mixture(components, weights)``: a mixture of the above.
 
 Pairs: ``sample_pairs`` draws two times, orders them as t = max, s = min, and sets s = t on an exact
 fraction of the rows (MeanFlow's "r = t" rows, Geng et al. 2025).
@@ -84,6 +85,26 @@ class DiscreteGrid:
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         grid = torch.tensor(self.values, dtype=torch.float32)
         return grid[torch.randint(len(self.values), (n,), generator=generator)]
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """t from ``components[i]`` with probability ``weights[i]`` (e.g. pixel MeanFlow's logit-normal
+    with 10% of the rows uniform)."""
+
+    components: tuple[TimeDistribution, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.components) != len(self.weights) or not self.components:
+            raise ValueError("Mixture needs one weight per component and at least one component")
+        if any(w < 0 for w in self.weights) or abs(sum(self.weights) - 1.0) > 1e-6:
+            raise ValueError(f"Mixture weights must be non-negative and sum to 1, got {self.weights}")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        which = torch.multinomial(torch.tensor(self.weights), n, replacement=True, generator=generator)
+        draws = torch.stack([c.sample(n, generator) for c in self.components])
+        return draws.gather(0, which[None]).squeeze(0)
 
 
 def uniform_grid(steps: int) -> Tensor:

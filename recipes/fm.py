@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
                                ckpt_every=args.ckpt_every, desc="fm")
     train_seconds = round(time.perf_counter() - start, 1)
     if not dist.is_main:
+        train.close_distributed()
         return {}
     teacher = ema.averaged(args.ema).eval()
     n_ode = args.ode_steps or (50 if source.conditional else 100)
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     generators[f"heun{n_ode}"] = lambda eps, y: sampling.heun(field(y), eps, uniform_grid(n_ode))
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, source, results, samples, history, {"recipe": "fm", "train_seconds": train_seconds, "steps": args.steps, "teacher_steps": n_ode, "cfg": w})
+    train.close_distributed()
     return results
 
 

@@ -76,12 +76,14 @@ def main(argv: list[str] | None = None) -> dict:
                                ckpt_every=args.ckpt_every, desc="meanflow")
     train_seconds = round(time.perf_counter() - start, 1)
     if not dist.is_main:
+        train.close_distributed()
         return {}
     student = ema.averaged(args.ema).eval()
     generators = {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(lambda z, t, s: student(z, t, s, y), eps, uniform_grid(k)))
                   for k in (1, 2, 4)}
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, source, results, samples, history, {"recipe": "meanflow", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value})
+    train.close_distributed()
     return results
 
 

@@ -11,7 +11,7 @@ and trained with improved MeanFlow's compound v-loss (Geng et al. 2025b, iMF):
     (u, v), du/dt = JVP of (z, t) -> (u, v) along (v_c, 1), s fixed
     L = w(V) ||V - sg v_g||^2 + w(v) ||v - sg v_g||^2,  V = u + (t - s) sg(du/dt),  w = adaptive weight
 
-with t, s ~ logit-normal(0, 0.8), s = t on half the rows (set before sorting), the guidance scale
+with t, s ~ logit-normal(0, 0.8) (10% of draws uniform), s = t on half the rows (set before sorting), the guidance scale
 omega ~ log-uniform[1, omega_max] given to the network as 1 - 1/omega, and 10% label dropout
 (omega = 1 on those rows). Sampling: x = z_1 - u(z_1, 1, 0) at 1 NFE; 2 and 4 NFE on a uniform grid.
 
@@ -29,7 +29,7 @@ import torch
 from flowcore import experiment, guidance, losses, sampling, targets, train
 from flowcore.derivatives import Derivative, DirectionalDerivative
 from flowcore.interpolants import LinearPath, sample_path
-from flowcore.times import LogitNormal, sample_pairs, uniform_grid
+from flowcore.times import LogitNormal, Mixture, Uniform, sample_pairs, uniform_grid
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,9 +37,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     experiment.add_common_args(p, data="digits", steps=5000, batch=128, lr=1e-3, depth=4, out="runs/pmf")
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end (default: %(default)s)")
     p.add_argument("--equal-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
+    p.add_argument("--uniform-fraction", type=float, default=0.1, help="fraction of times drawn uniformly instead of logit-normal (default: %(default)s)")
     p.add_argument("--t-floor", type=float, default=0.05, help="clip of t in u = (z - x)/t (default: %(default)s)")
     p.add_argument("--omega-max", type=float, default=4.0, help="largest training guidance scale (default: %(default)s)")
-    p.add_argument("--omega", type=float, default=2.0, help="guidance scale for sampling (default: %(default)s)")
+    p.add_argument("--omega", type=float, default=1.5, help="guidance scale for sampling (default: %(default)s)")
     p.add_argument("--label-drop", type=float, default=0.1, help="label dropout (default: %(default)s)")
     p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, p = 1, sum over pixels (default: %(default)s)")
     return experiment.finalize_args(p.parse_args(argv))
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     net = train.prepare_model(model, dist)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.95))
     ema = train.EMA(model, (args.ema,))
-    path, t_dist, derivative = LinearPath(), LogitNormal(0.0, 0.8), DirectionalDerivative(args.derivative)
+    t_dist = Mixture((LogitNormal(0.0, 0.8), Uniform()), (1 - args.uniform_fraction, args.uniform_fraction))
+    path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
 
     def velocities(z, t, s, y, omega):
         """(u, v) from the two x-prediction heads."""
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
                                ckpt_every=args.ckpt_every, desc="pmf")
     train_seconds = round(time.perf_counter() - start, 1)
     if not dist.is_main:
+        train.close_distributed()
         return {}
     student = ema.averaged(args.ema).eval()
 
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, source, results, samples, history,
                              {"recipe": "pmf", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value, "omega": args.omega})
+    train.close_distributed()
     return results
 
 

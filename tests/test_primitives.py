@@ -108,6 +108,15 @@ def test_discrete_grid_and_uniform_grid():
     torch.testing.assert_close(times.uniform_grid(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
 
 
+def test_mixture_weights_components():
+    mix = times.Mixture((times.Uniform(0.0, 0.1), times.Uniform(0.9, 1.0)), (0.25, 0.75))
+    t = mix.sample(40_000, torch.Generator().manual_seed(0))
+    assert bool(((t <= 0.1) | (t >= 0.9)).all())
+    assert abs((t >= 0.9).float().mean().item() - 0.75) < 0.01
+    with pytest.raises(ValueError, match="sum to 1"):
+        times.Mixture((times.Uniform(),), (0.5,))
+
+
 def test_check_times_names_the_problem():
     t = torch.tensor([0.5, 0.7])
     with pytest.raises(ValueError, match="s must be <= t"):
