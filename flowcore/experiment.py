@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -189,9 +191,11 @@ def evaluate(source: Source, generators: Mapping[str, Generator], *, n: int | No
     return results, samples
 
 
-def write_outputs(out: Path, source: Source, results: Mapping, samples: Mapping[str, Tensor], history: Mapping[str, list[float]], extra: Mapping | None = None) -> None:
-    """metrics.json, one sample picture per generator, the loss curve, and a printed table."""
+def write_outputs(out: Path, args: argparse.Namespace, source: Source, results: Mapping, samples: Mapping[str, Tensor],
+                  history: Mapping[str, list[float]], extra: Mapping | None = None) -> None:
+    """config.json, metrics.json, one sample picture per generator, the loss curve, and a printed table."""
     out.mkdir(parents=True, exist_ok=True)
+    train.write_json(out / "config.json", config_of(args))
     for name, x in samples.items():
         if source.name == DIGITS:
             train.save_image_grid(x[:100].clamp(-1, 1), out / f"samples_{name}.png", nrow=10)
@@ -202,3 +206,16 @@ def write_outputs(out: Path, source: Source, results: Mapping, samples: Mapping[
     payload = {"data": source.name, **(extra or {}), "results": dict(results)}
     train.write_json(out / "metrics.json", payload)
     train.print_table({name: row for name, row in results.items()})
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """A recipe's ``__main__`` entry: run ``main()``; under torchrun, flush and leave with
+    ``os._exit(0)``. On torch 2.13 CPU, a worker that has already destroyed its gloo group still
+    aborted in C++ static destructors at interpreter exit in about 1 of 3 runs ("terminate called
+    without an active exception", after all work and outputs were done), which torchrun reports as a
+    failed run."""
+    main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> dict:
     generators = {f"euler{n}": (lambda eps, y, n=n: sampling.euler(field(y), eps, uniform_grid(n))) for n in (1, 2, 4, n_ode)}
     generators[f"heun{n_ode}"] = lambda eps, y: sampling.heun(field(y), eps, uniform_grid(n_ode))
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
-    experiment.write_outputs(args.out, source, results, samples, history, {"recipe": "fm", "train_seconds": train_seconds, "steps": args.steps, "teacher_steps": n_ode, "cfg": w})
+    experiment.write_outputs(args.out, args, source, results, samples, history, {"recipe": "fm", "train_seconds": train_seconds, "steps": args.steps, "teacher_steps": n_ode, "cfg": w})
     train.close_distributed()
     return results
 
 
 if __name__ == "__main__":
-    main()
+    experiment.run_script(main)

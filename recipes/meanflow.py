@@ -28,7 +28,7 @@ from flowcore.times import LogitNormal, sample_pairs, uniform_grid
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_common_args(p, data="checkerboard", steps=6000, batch=256, lr=1e-3, depth=4, out="runs/meanflow")
+    experiment.add_common_args(p, data="checkerboard", steps=12000, batch=256, lr=1e-3, depth=4, out="runs/meanflow")
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end (default: %(default)s)")
     p.add_argument("--equal-fraction", type=float, default=0.75, help="fraction of rows with s = t (default: %(default)s)")
     p.add_argument("--p", type=float, default=1.0, help="adaptive-weight power (default: %(default)s)")
@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     generators = {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(lambda z, t, s: student(z, t, s, y), eps, uniform_grid(k)))
                   for k in (1, 2, 4)}
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
-    experiment.write_outputs(args.out, source, results, samples, history, {"recipe": "meanflow", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value})
+    experiment.write_outputs(args.out, args, source, results, samples, history, {"recipe": "meanflow", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value})
     train.close_distributed()
     return results
 
 
 if __name__ == "__main__":
-    main()
+    experiment.run_script(main)

@@ -34,7 +34,7 @@ from flowcore.times import LogitNormal, Mixture, Uniform, sample_pairs, uniform_
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_common_args(p, data="digits", steps=5000, batch=128, lr=1e-3, depth=4, out="runs/pmf")
+    experiment.add_common_args(p, data="digits", steps=8000, batch=128, lr=1e-3, depth=4, out="runs/pmf")
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end (default: %(default)s)")
     p.add_argument("--equal-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
     p.add_argument("--uniform-fraction", type=float, default=0.1, help="fraction of times drawn uniformly instead of logit-normal (default: %(default)s)")
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_dist = Mixture((LogitNormal(0.0, 0.8), Uniform()), (1 - args.uniform_fraction, args.uniform_fraction))
     path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
 
-    def velocities(z, t, s, y, omega):
+    def velocities(z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, y: torch.Tensor, omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(u, v) from the two x-prediction heads."""
         x_u, x_v = net(z, t, s, y, guidance.guidance_feature(omega)[:, None])
         return targets.velocity_from_x_prediction(z, x_u, t, args.t_floor), targets.velocity_from_x_prediction(z, x_v, t, args.t_floor)
@@ -101,11 +101,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     generators = {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
-    experiment.write_outputs(args.out, source, results, samples, history,
+    experiment.write_outputs(args.out, args, source, results, samples, history,
                              {"recipe": "pmf", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value, "omega": args.omega})
     train.close_distributed()
     return results
 
 
 if __name__ == "__main__":
-    main()
+    experiment.run_script(main)

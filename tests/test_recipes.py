@@ -41,7 +41,7 @@ def _checkpoint(path: Path) -> tuple[dict, dict]:
 def test_smoke_writes_every_output(name, extra, tmp_path):
     results = load_recipe(name).main(["--smoke", "--out", str(tmp_path), *extra])
     files = {p.name for p in tmp_path.iterdir()}
-    assert {"checkpoint.safetensors", "metrics.json", "loss.png"} <= files
+    assert {"checkpoint.safetensors", "metrics.json", "config.json", "loss.png"} <= files
     assert any(f.startswith("samples_") and f.endswith(".png") for f in files)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["results"].keys() == results.keys() and "floor" in results

@@ -86,8 +86,12 @@ def init_distributed(device: str | torch.device | None = None) -> Dist:
 
 
 def close_distributed() -> None:
-    """Leave the process group (call at the end of a recipe run under ``torchrun``)."""
+    """Wait for every rank, then leave the process group (call on every rank at the end of a run).
+
+    The barrier matters: a rank that tears down its gloo group and exits while rank 0 is still
+    evaluating can abort in C++ ("terminate called without an active exception")."""
     if tdist.is_initialized():
+        tdist.barrier()
         tdist.destroy_process_group()
 
 
