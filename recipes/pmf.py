@@ -34,7 +34,7 @@ from flowcore.times import LogitNormal, Mixture, Uniform, sample_pairs, uniform_
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_common_args(p, data="digits", steps=8000, batch=128, lr=1e-3, depth=4, out="runs/pmf")
+    experiment.add_common_args(p, data="digits", steps=7000, batch=128, lr=1e-3, depth=4, out="runs/pmf")
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end (default: %(default)s)")
     p.add_argument("--equal-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
     p.add_argument("--uniform-fraction", type=float, default=0.1, help="fraction of times drawn uniformly instead of logit-normal (default: %(default)s)")

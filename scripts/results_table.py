@@ -78,8 +78,10 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
             ratios = {k[6:]: v for k, v in r.items() if k.startswith("ratio_")}
             best_name = min(ratios, key=ratios.get)
             for name, v in ratios.items():
-                tag = " (best)" if name == best_name else ""
-                row(f"MeanFlow step / FM step, {r['model']}, {name}{tag}", v, "<= 1.7 (best back end)", v <= 1.7)
+                if name == best_name:
+                    row(f"MeanFlow step / FM step, {r['model']}, best back end ({name})", v, "<= 1.7", v <= 1.7)
+                else:
+                    out.append(f"| MeanFlow step / FM step, {r['model']}, {name} | {_fmt(v)} | reported | - |")
         for r in benches["step_cost"]["rows"]:
             if "ratio_fused" in r and "256" in r["model"]:
                 v = r["ratio_fused"] / r["ratio_jvp"]
@@ -112,14 +114,17 @@ def section() -> str:
     benches = {k: m for k, p in BENCHES.items() if (m := _load(p)) is not None}
     parts = ["Sources: " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in list(RUNS.values()) + list(BENCHES.values()) if p.is_file()), ""]
     parts += ["### Bars", ""] + bar_lines(runs, benches) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", ""] + run_table(runs)
-    budget = _load(ROOT / "runs/pmf_budget/quality_vs_time.json")
-    if budget:
-        parts += ["", "### pMF quality vs training time (`scripts/quality_vs_time.py pmf`, one run continued by --resume)", "",
-                  "| train minutes | steps | 1-NFE FD | 2-NFE FD | 4-NFE FD | 1-NFE class acc. |", "|---|---|---|---|---|---|"]
+    for recipe, key, label in (("pmf", "fd", "FD"), ("meanflow", "sw2", "sliced W2")):
+        budget = _load(ROOT / f"runs/{recipe}_budget/quality_vs_time.json")
+        if not budget:
+            continue
+        parts += ["", f"### {recipe} quality vs training time (`scripts/quality_vs_time.py {recipe}`: one run continued by --resume; "
+                  "budget minutes = steps at the default run's measured rate on 2 threads)", "",
+                  f"| budget minutes | steps | 1-NFE {label} | 2-NFE {label} | 4-NFE {label} | data floor |", "|---|---|---|---|---|---|"]
         for r in budget["rows"]:
             res = r["results"]
-            parts.append(f"| {r['train_minutes']} | {r['steps']} | {_fmt(res['1nfe']['fd'])} | {_fmt(res['2nfe']['fd'])} | "
-                         f"{_fmt(res['4nfe']['fd'])} | {100 * res['1nfe']['class_acc']:.1f}% |")
+            parts.append(f"| {r['minutes_budget']:g} | {r['steps']} | {_fmt(res['1nfe'][key])} | {_fmt(res['2nfe'][key])} | "
+                         f"{_fmt(res['4nfe'][key])} | {_fmt(res['floor'][key])} |")
     if benches.get("step_cost"):
         b = benches["step_cost"]
         parts += ["", f"Step cost: batch {b['batch']}, median of {b['repeats']}, {b['threads']} threads (`bench/step_cost.py`)."]
