@@ -131,6 +131,37 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What every recipe builds first: the process group, the data, the model (``net`` is what the
+    loss calls, with gradients averaged across ranks) and its EMA."""
+
+    dist: train.Dist
+    source: Source
+    model: nn.Module
+    net: nn.Module
+    ema: train.EMA
+
+
+def setup(args: argparse.Namespace, **model_options) -> Setup:
+    """Initialise torchrun (if any), seed every RNG per rank, load --data and build --model."""
+    dist = train.init_distributed()
+    train.seed_everything(args.seed, dist.rank)
+    source = load_source(args.data)
+    model = build_model(args.model, source, width=args.width, depth=args.depth, **model_options)
+    return Setup(dist, source, model, train.prepare_model(model, dist), train.EMA(model, (args.ema,)))
+
+
+def run_training(args: argparse.Namespace, run: Setup, loss_fn: Callable[[int], tuple[Tensor, dict[str, float]]],
+                 optimizer: torch.optim.Optimizer, desc: str) -> tuple[dict[str, list[float]], float]:
+    """``train.train_loop`` with the common flags; returns (loss history, training seconds)."""
+    start = time.perf_counter()
+    history = train.train_loop(loss_fn=loss_fn, model=run.model, optimizer=optimizer, steps=args.steps, out=args.out,
+                               config=config_of(args), dist=run.dist, ema=run.ema, resume=args.resume,
+                               ckpt_every=args.ckpt_every, desc=desc)
+    return history, round(time.perf_counter() - start, 1)
+
+
 def config_of(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, (Path, enum.Enum)) else v) for k, v in vars(args).items()}
 

@@ -13,7 +13,6 @@ digits) from t = 1 to 0; 1/2/4-step Euler shows the blur a flow map removes. The
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -33,13 +32,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    dist = train.init_distributed()
-    train.seed_everything(args.seed, dist.rank)
-    source = experiment.load_source(args.data)
-    model = experiment.build_model(args.model, source, width=args.width, depth=args.depth)
-    net = train.prepare_model(model, dist)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    ema = train.EMA(model, (args.ema,))
+    run = experiment.setup(args)
+    dist, source, net, ema = run.dist, run.source, run.net, run.ema
+    optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr)
     path, t_dist = LinearPath(), LogitNormal(0.0, 1.0)
 
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -51,11 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
         loss = losses.squared_error(net(z, t, t, y), targets.flow_matching_target(v), losses.Reduce.MEAN).mean()
         return loss, {"loss": loss.item()}
 
-    start = time.perf_counter()
-    history = train.train_loop(loss_fn=loss_fn, model=model, optimizer=optimizer, steps=args.steps, out=args.out,
-                               config=experiment.config_of(args), dist=dist, ema=ema, resume=args.resume,
-                               ckpt_every=args.ckpt_every, desc="fm")
-    train_seconds = round(time.perf_counter() - start, 1)
+    history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, "fm")
     if not dist.is_main:
         train.close_distributed()
         return {}

@@ -16,7 +16,6 @@ uniform grid, 1, 2 and 4 NFE.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -41,13 +40,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    dist = train.init_distributed()
-    train.seed_everything(args.seed, dist.rank)
-    source = experiment.load_source(args.data)
-    model = experiment.build_model(args.model, source, width=args.width, depth=args.depth)
-    net = train.prepare_model(model, dist)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    ema = train.EMA(model, (args.ema,))
+    run = experiment.setup(args)
+    dist, source, net, ema = run.dist, run.source, run.net, run.ema
+    optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr)
     path, t_dist, derivative = LinearPath(), LogitNormal(-0.4, 1.0), DirectionalDerivative(args.derivative)
 
     def guided_velocity(z: torch.Tensor, t: torch.Tensor, v: torch.Tensor, y: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
@@ -70,11 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         loss = losses.adaptively_weighted(per_sample, args.p, args.c).mean()
         return loss, {"loss": loss.item(), "mse": per_sample.mean().item()}
 
-    start = time.perf_counter()
-    history = train.train_loop(loss_fn=loss_fn, model=model, optimizer=optimizer, steps=args.steps, out=args.out,
-                               config=experiment.config_of(args), dist=dist, ema=ema, resume=args.resume,
-                               ckpt_every=args.ckpt_every, desc="meanflow")
-    train_seconds = round(time.perf_counter() - start, 1)
+    history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, "meanflow")
     if not dist.is_main:
         train.close_distributed()
         return {}

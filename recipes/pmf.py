@@ -22,7 +22,6 @@ omega ~ log-uniform[1, omega_max] given to the network as 1 - 1/omega, and 10% l
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -50,13 +49,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.data != experiment.DIGITS:
         raise SystemExit("pixel MeanFlow is a class-conditional image recipe: use --data digits")
-    dist = train.init_distributed()
-    train.seed_everything(args.seed, dist.rank)
-    source = experiment.load_source(args.data)
-    model = experiment.build_model(args.model, source, width=args.width, depth=args.depth, n_scalar_conds=1, aux_head=True)
-    net = train.prepare_model(model, dist)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.95))
-    ema = train.EMA(model, (args.ema,))
+    run = experiment.setup(args, n_scalar_conds=1, aux_head=True)
+    dist, source, net, ema = run.dist, run.source, run.net, run.ema
+    optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr, betas=(0.9, 0.95))
     t_dist = Mixture((LogitNormal(0.0, 0.8), Uniform()), (1 - args.uniform_fraction, args.uniform_fraction))
     path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
 
@@ -84,11 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         loss = (losses.adaptively_weighted(loss_u, 1.0, args.c) + losses.adaptively_weighted(loss_v, 1.0, args.c)).mean()
         return loss, {"loss": loss.item(), "mse_u": loss_u.mean().item(), "mse_v": loss_v.mean().item()}
 
-    start = time.perf_counter()
-    history = train.train_loop(loss_fn=loss_fn, model=model, optimizer=optimizer, steps=args.steps, out=args.out,
-                               config=experiment.config_of(args), dist=dist, ema=ema, resume=args.resume,
-                               ckpt_every=args.ckpt_every, desc="pmf")
-    train_seconds = round(time.perf_counter() - start, 1)
+    history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, "pmf")
     if not dist.is_main:
         train.close_distributed()
         return {}
