@@ -34,8 +34,8 @@ namespace {
 
 using at::vec::Vectorized;
 
-constexpr int64_t kBlockM = 64;   // query rows per tile
-constexpr int64_t kBlockN = 256;  // keys per tile (64 x 256 fp32 score tiles, x2 stacked, stay in L2)
+constexpr int64_t kBlockM = 128;  // query rows per tile (128 x 256 measured 2.86-2.89x SDPA fwd against 2.95-3.15x for 64 x 256)
+constexpr int64_t kBlockN = 256;  // keys per tile (128 x 256 fp32 score tiles, x2 stacked, stay in L2)
 
 // Column-major BLAS call.
 inline void blas_gemm(char ta, char tb, int m, int n, int k, float alpha, const float* a, int lda,
