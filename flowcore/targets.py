@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from flowcore.interpolants import expand_time
+from flowcore.times import check_times
 
 
 def flow_matching_target(v: Tensor) -> Tensor:
@@ -22,6 +23,7 @@ def flow_matching_target(v: Tensor) -> Tensor:
 def meanflow_target(v: Tensor, t: Tensor, s: Tensor, du_dt: Tensor) -> Tensor:
     """MeanFlow identity (Geng et al. 2025, eq. 6): u(z_t, t, s) = v(z_t, t) - (t - s) du/dt, where
     du/dt = J_u (v, 1, 0) is the total derivative along the trajectory with s held fixed."""
+    check_times(t, s, batch=v.shape[0])
     return v - expand_time(t - s, du_dt) * du_dt
 
 
@@ -29,6 +31,7 @@ def compound_velocity(u: Tensor, du_dt: Tensor, t: Tensor, s: Tensor) -> Tensor:
     """improved MeanFlow's compound function (Geng et al. 2025b, iMF): V = u + (t - s) sg(du/dt).
     By the MeanFlow identity V equals the instantaneous velocity, so iMF regresses V onto a velocity
     target with gradient only through u."""
+    check_times(t, s, batch=u.shape[0])
     return u + expand_time(t - s, u) * du_dt.detach()
 
 

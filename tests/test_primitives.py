@@ -356,3 +356,23 @@ def test_attention_causal_with_padding_mask_matches_explicit_softmax():
     torch.testing.assert_close(attention(q, k, v, causal=True, key_padding_mask=keep), expect)
     _, tangent = torch.func.jvp(lambda qq: attention(qq, k, v, causal=True, key_padding_mask=keep), (q,), (torch.ones_like(q),))
     assert torch.isfinite(tangent).all()
+
+
+def test_targets_reject_bad_times():
+    v = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="s must be <= t"):
+        targets.meanflow_target(v, torch.tensor([0.5, 0.5]), torch.tensor([0.2, 0.7]), v)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        targets.compound_velocity(v, v, torch.tensor([1.5, 0.5]), torch.tensor([0.2, 0.1]))
+
+
+def test_guidance_interval_and_scale_sampler():
+    t = torch.tensor([0.1, 0.4, 0.6, 0.9])
+    assert guidance.within_interval(t, 0.3, 0.7).tolist() == [False, True, True, False]
+    omega = guidance.sample_guidance_scale(100_000, 4.0, torch.Generator().manual_seed(0))
+    assert omega.min() >= 1.0 and omega.max() <= 4.0
+    log_w = torch.log(omega)  # log-uniform on [0, log 4]: mean log 4 / 2, variance (log 4)^2 / 12
+    assert abs(log_w.mean().item() - math.log(4) / 2) < 0.01
+    assert abs(log_w.var().item() - math.log(4) ** 2 / 12) < 0.01
+    with pytest.raises(ValueError, match="omega must be >= 1"):
+        guidance.imf_guided_velocity(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([0.5]))

@@ -26,9 +26,8 @@ from torch import nn
 TIME_SCALE = 30.0
 """Highest angular frequency of the time features. DiT/ADM use 1000 (t scaled to [0, 1000]); flow
 maps differentiate the network in t, and |d phi/dt| reaches this value, so a smaller scale keeps the
-JVP tangent tame (sCM, Lu & Song 2025, also shrinks its time-embedding scale for this reason).
-Measured on the checkerboard (recipes/meanflow.py, 2500 steps): 1-NFE sliced W2 0.29 with 1000
-against 0.13 with 30."""
+JVP tangent tame (sCM, Lu & Song 2025, also shrinks its time-embedding scale for this reason);
+MeanFlow and pixel MeanFlow trained markedly better with 30 than with 1000 in calibration runs."""
 MAX_PERIOD = 1000.0
 """Longest period of the sinusoids, in units of the scaled time."""
 FREQUENCY_FEATURES = 256
