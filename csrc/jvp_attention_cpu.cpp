@@ -1,29 +1,28 @@
 // CPU kernel of fused JVP attention: one tiled pass computing O, Odot, LSE and mu (forward), and the
 // tiled recomputing backward through O and Odot (or through O only). OpenMP (at::parallel_for) over
 // batch x heads x query tiles in the forward and over batch x kv-heads in the backward (each task owns
-// its dK/dV rows, so no reduction is needed for grouped-query heads). Tile GEMMs call the BLAS that
-// torch links (sgemm_/dgemm_); the per-row work uses at::vec and the shared tile math.
+// its dK/dV rows, so no reduction is needed for grouped-query heads). Tile GEMMs are plain row-major
+// C (+)= A B products (gemm_nn: torch's oneDNN fp32 micro-kernel, dgemm_ for double); the per-row work
+// uses at::vec and the shared tile math.
 //
-// GEMM fusion: queries and their tangents are stacked as [Q; Qdot] (2 BM x D), so one GEMM gives
-// [S; Qdot K^T] and a second adds Q Kdot^T to the lower half. Probabilities are stacked as
-// [p~; p~ o sdot] so one GEMM with V gives [accO; sum (p~ o sdot) V], and p~ Vdot accumulates into the
-// lower half, since only their sum (accT) is needed. The backward stacks [G; H], [P; Pdot] and
-// [dS; dSdot] the same way (10 GEMM calls, 15 GEMM-equivalents per tile).
+// Operand packing, so that no GEMM needs a transpose or a scale: per kv-head, keys and values are
+// transposed tile by tile as [K^T; Kdot^T] and [V^T; Vdot^T]; per query tile, rows are packed as
+// [c Qdot, c Q] and [G, H]. One GEMM of inner dimension 2 D then gives Sdot = c (Qdot K^T + Q Kdot^T)
+// and one of inner dimension D gives S. The backward also packs the transposed pairs [c Q^T, c Qdot^T]
+// and [G^T, H^T] and accumulates dK^T and dV^T, so [P; Pdot] and [dS; dSdot] (stacked rows) feed one
+// GEMM each (10 GEMM calls, 15 GEMM-equivalents per tile; the forward: 5 calls, 6 equivalents).
 #include "jvp_attention.h"
 #include "jvp_attention_tile.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
+#include <ATen/native/CPUBlas.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 extern "C" {
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-            const float* beta, float* c, const int* ldc);
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
             const double* beta, double* c, const int* ldc);
@@ -34,33 +33,35 @@ namespace {
 
 using at::vec::Vectorized;
 
-constexpr int64_t kBlockM = 128;  // query rows per tile (128 ran faster than 64 in bench/jvp_attention.py on this machine)
-constexpr int64_t kBlockN = 256;  // keys per tile (128 x 256 fp32 score tiles, x2 stacked, stay in L2)
+constexpr int64_t kBlockM = 128;  // query rows per tile
+constexpr int64_t kBlockN = 256;  // keys per tile (512 was no faster; 128 x 512 fp32 [s | sdot] rows stay in L2)
 
-// Column-major BLAS call.
-inline void blas_gemm(char ta, char tb, int m, int n, int k, float alpha, const float* a, int lda,
-                      const float* b, int ldb, float beta, float* c, int ldc) {
-  sgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
-}
-inline void blas_gemm(char ta, char tb, int m, int n, int k, double alpha, const double* a, int lda,
-                      const double* b, int ldb, double beta, double* c, int ldc) {
-  dgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
-}
-
-// Row-major C (M x N) = alpha op(A) op(B) + beta C, op(A) M x K, op(B) K x N; a transposed operand
-// is stored as its transpose (K x M, K x N) row-major. Computed as the column-major C^T = op(B)^T op(A)^T.
+// Handles the GEMMs with an empty dimension (C = 0 + beta C when K = 0); returns whether it did.
 template <typename T>
-void gemm_rm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
-             int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
-    return;
-  }
-  blas_gemm(trans_b ? 'T' : 'N', trans_a ? 'T' : 'N', static_cast<int>(n), static_cast<int>(m),
-            static_cast<int>(k), alpha, b, static_cast<int>(ldb), a, static_cast<int>(lda), beta, c,
-            static_cast<int>(ldc));
+bool degenerate_gemm(int64_t m, int64_t n, int64_t k, T* c, int64_t ldc, bool accumulate) {
+  if (m > 0 && n > 0 && k > 0) return false;
+  if (k == 0 && !accumulate)
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
+  return true;
+}
+
+// Row-major C (M x N) = A B (+ C when `accumulate`), A M x K, B K x N, no transposes and no scaling.
+// float runs torch's oneDNN fp32 micro-kernel (cpublas::brgemm, which uses the ISA oneDNN detects,
+// AVX-512 included, and falls back to BLAS where oneDNN cannot run); on this project's AVX-512 CPUs
+// it ran 2x faster than sgemm_ on the tile shapes. double runs dgemm_ on the column-major C^T = B^T A^T.
+inline void gemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                    float* c, int64_t ldc, bool accumulate) {
+  if (degenerate_gemm(m, n, k, c, ldc, accumulate)) return;
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, accumulate, a, b, c, /*is_vnni=*/false);
+}
+inline void gemm_nn(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,
+                    double* c, int64_t ldc, bool accumulate) {
+  if (degenerate_gemm(m, n, k, c, ldc, accumulate)) return;
+  const char no = 'N';
+  const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
+  const int ilda = static_cast<int>(lda), ildb = static_cast<int>(ldb), ildc = static_cast<int>(ldc);
+  const double one = 1.0, beta = accumulate ? 1.0 : 0.0;
+  dgemm_(&no, &no, &in, &im, &ik, &one, b, &ildb, a, &ilda, &beta, c, &ildc);
 }
 
 template <typename T>
@@ -182,56 +183,119 @@ T forward_row_update(T* s, T* sdot, int64_t n, tile::RowState<T>& st) {
   return alpha;
 }
 
+// dst (cols x rows, leading dimension ldd) = c src^T for a row-major src (rows x cols, leading
+// dimension lds).
+template <typename T>
+void transpose(const T* src, int64_t rows, int64_t cols, int64_t lds, T* dst, int64_t ldd, T c) {
+  constexpr int64_t kStrip = 16;  // rows per strip, so the writes of one strip share cache lines
+  for (int64_t i0 = 0; i0 < rows; i0 += kStrip) {
+    const int64_t i1 = std::min(rows, i0 + kStrip);
+    for (int64_t j = 0; j < cols; ++j)
+      for (int64_t i = i0; i < i1; ++i) dst[j * ldd + i] = c * src[i * lds + j];
+  }
+}
+
+// Keys (or values) of one (batch, kv-head), transposed and packed per key tile so that the GEMMs read
+// a plain row-major right operand: tile t holds [X^T; Xdot^T] (2 dim x kBlockN; X^T alone without the
+// tangent) for the keys [t kBlockN, t kBlockN + bn). A thread keeps the last head it packed, and
+// consecutive tasks of at::parallel_for mostly share a head.
+template <typename T, bool kTangent>
+class TransposedTiles {
+ public:
+  static constexpr int64_t kParts = kTangent ? 2 : 1;
+
+  TransposedTiles(int64_t len_k, int64_t dim)
+      : dim_(dim), data_(((len_k + kBlockN - 1) / kBlockN) * kParts * dim * kBlockN) {}
+
+  void pack(int64_t head, const T* x, const T* tx, int64_t len_k) {
+    if (head == head_) return;
+    head_ = head;
+    for (int64_t j0 = 0; j0 < len_k; j0 += kBlockN) {
+      const int64_t bn = std::min(kBlockN, len_k - j0);
+      T* dst = data_.data() + (j0 / kBlockN) * kParts * dim_ * kBlockN;
+      transpose(x + j0 * dim_, bn, dim_, dim_, dst, kBlockN, T(1));
+      if constexpr (kTangent) transpose(tx + j0 * dim_, bn, dim_, dim_, dst + dim_ * kBlockN, kBlockN, T(1));
+    }
+  }
+
+  const T* tile(int64_t j0) const { return data_.data() + (j0 / kBlockN) * kParts * dim_ * kBlockN; }
+
+ private:
+  int64_t dim_;
+  int64_t head_ = -1;
+  std::vector<T> data_;
+};
+
+// dst[0, n) = c src[0, n).
+template <typename T>
+void scaled_copy(const T* src, int64_t n, T c, T* dst) {
+  using Vec = Vectorized<T>;
+  int64_t d = 0;
+  for (; d + Vec::size() <= n; d += Vec::size()) (Vec::loadu(src + d) * Vec(c)).store(dst + d);
+  for (; d < n; ++d) dst[d] = c * src[d];
+}
+
+// Row i of `out` is [c first_i, c second_i] (2 dim wide; c second_i alone when first is null), for
+// rows x dim row-major inputs. With a TransposedTiles tile this gives, e.g. for the scores,
+//   S = [c Q] K^T  and  Sdot = [c Qdot, c Q] [K^T; Kdot^T] = c (Qdot K^T + Q Kdot^T).
+template <typename T>
+void pack_row_pairs(const T* first, const T* second, int64_t rows, int64_t dim, T c, T* out) {
+  const int64_t width = first == nullptr ? dim : 2 * dim;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (first != nullptr) scaled_copy(first + i * dim, dim, c, out + i * width);
+    scaled_copy(second + i * dim, dim, c, out + i * width + width - dim);
+  }
+}
+
 template <typename T, bool kTangent>
 void forward_kernel(const Geometry& g, const T* q, const T* k, const T* v, const T* tq, const T* tk,
                     const T* tv, const bool* mask, T* out, T* tout, T* lse, T* mu) {
   const int64_t D = g.dim_qk, Dv = g.dim_v, BM = kBlockM, BN = kBlockN;
+  const int64_t qw = kTangent ? 2 * D : D;   // width of a packed query row
+  const int64_t ls = kTangent ? 2 * BN : BN;  // leading dimension of the score rows [s | sdot]
   const int64_t num_q_tiles = (g.len_q + BM - 1) / BM;
   const T c = static_cast<T>(g.scale);
   at::parallel_for(0, g.batch * g.heads * num_q_tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> qq(kTangent ? 2 * BM * D : 0), ss(2 * BM * BN), acc(2 * BM * Dv);
+    TransposedTiles<T, kTangent> keys(g.len_k, D);
+    std::vector<T> qs(BM * qw), ss(BM * ls), acc((kTangent ? 2 : 1) * BM * Dv);
     std::vector<tile::RowState<T>> rows(BM);
     std::vector<int64_t> masked;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / (g.heads * num_q_tiles), h = (task / num_q_tiles) % g.heads;
       const int64_t i0 = (task % num_q_tiles) * BM, bm = std::min(BM, g.len_q - i0);
       const int64_t bh = b * g.heads + h, bhk = b * g.kv_heads + h / g.group();
-      const T* q_t = q + (bh * g.len_q + i0) * D;
-      const T* k_h = k + bhk * g.len_k * D;
       const T* v_h = v + bhk * g.len_k * Dv;
+      const T* tv_h = kTangent ? tv + bhk * g.len_k * Dv : nullptr;
       const bool* mask_row = mask == nullptr ? nullptr : mask + b * g.len_k;
-      const T* a_scores = q_t;  // [Q] or [Q; Qdot]
-      if constexpr (kTangent) {
-        std::memcpy(qq.data(), q_t, sizeof(T) * bm * D);
-        std::memcpy(qq.data() + bm * D, tq + (bh * g.len_q + i0) * D, sizeof(T) * bm * D);
-        a_scores = qq.data();
-      }
-      const int64_t m_rows = kTangent ? 2 * bm : bm;
-      T* s_top = ss.data();
-      T* s_bot = ss.data() + bm * BN;
-      std::fill(acc.begin(), acc.begin() + m_rows * Dv, T(0));
+      keys.pack(bhk, k + bhk * g.len_k * D, kTangent ? tk + bhk * g.len_k * D : nullptr, g.len_k);
+      pack_row_pairs<T>(kTangent ? tq + (bh * g.len_q + i0) * D : nullptr, q + (bh * g.len_q + i0) * D, bm, D,
+                        c, qs.data());
+      T* acc_o = acc.data();
+      T* acc_t = acc.data() + bm * Dv;
+      std::fill(acc.begin(), acc.begin() + (kTangent ? 2 : 1) * bm * Dv, T(0));
       std::fill(rows.begin(), rows.end(), tile::row_state_init<T>());
       const int64_t key_end = tile::causal_key_end(i0 + bm - 1, g.len_k, g.causal);
       for (int64_t j0 = 0; j0 < key_end; j0 += BN) {
         const int64_t bn = std::min(BN, key_end - j0);
-        gemm_rm<T>(false, true, m_rows, bn, D, c, a_scores, D, k_h + j0 * D, D, T(0), s_top, BN);
-        if constexpr (kTangent) {
-          gemm_rm<T>(false, true, bm, bn, D, c, q_t, D, tk + bhk * g.len_k * D + j0 * D, D, T(1), s_bot, BN);
-        }
+        const T* kt = keys.tile(j0);
+        // Score rows [s | sdot]: s in columns [0, bn), sdot in [bn, 2 bn).
+        gemm_nn(bm, bn, D, qs.data() + qw - D, qw, kt, BN, ss.data(), ls, false);
+        if constexpr (kTangent) gemm_nn(bm, bn, 2 * D, qs.data(), qw, kt, BN, ss.data() + bn, ls, false);
         masked_columns(mask_row, j0, bn, masked);
         for (int64_t ii = 0; ii < bm; ++ii) {
-          T* s_row = s_top + ii * BN;
+          T* s_row = ss.data() + ii * ls;
           mask_scores(s_row, i0 + ii, j0, bn, g.causal, masked);
-          const T alpha = forward_row_update<T, kTangent>(s_row, s_bot + ii * BN, bn, rows[ii]);
+          const T alpha = forward_row_update<T, kTangent>(s_row, s_row + bn, bn, rows[ii]);
           if (alpha != T(1)) {
-            vec_scale(acc.data() + ii * Dv, Dv, alpha);
-            if constexpr (kTangent) vec_scale(acc.data() + (bm + ii) * Dv, Dv, alpha);
+            vec_scale(acc_o + ii * Dv, Dv, alpha);
+            if constexpr (kTangent) vec_scale(acc_t + ii * Dv, Dv, alpha);
           }
         }
-        gemm_rm<T>(false, false, m_rows, Dv, bn, T(1), s_top, BN, v_h + j0 * Dv, Dv, T(1), acc.data(), Dv);
+        // accO += p~ V,  accT += (p~ o sdot) V + p~ Vdot
+        gemm_nn(bm, Dv, bn, ss.data(), ls, v_h + j0 * Dv, Dv, acc_o, Dv, true);
         if constexpr (kTangent) {
-          gemm_rm<T>(false, false, bm, Dv, bn, T(1), s_top, BN, tv + bhk * g.len_k * Dv + j0 * Dv, Dv, T(1),
-                     acc.data() + bm * Dv, Dv);
+          gemm_nn(bm, Dv, bn, ss.data() + bn, ls, v_h + j0 * Dv, Dv, acc_t, Dv, true);
+          gemm_nn(bm, Dv, bn, ss.data(), ls, tv_h + j0 * Dv, Dv, acc_t, Dv, true);
         }
       }
       using Vec = Vectorized<T>;
@@ -240,15 +304,12 @@ void forward_kernel(const Geometry& g, const T* q, const T* k, const T* v, const
         const int64_t row = bh * g.len_q + i0 + ii;
         lse[row] = ep.lse;
         T* o = out + row * Dv;
-        const T* a_o = acc.data() + ii * Dv;
-        int64_t d = 0;
-        for (; d + Vec::size() <= Dv; d += Vec::size()) (Vec::loadu(a_o + d) * Vec(ep.inv_l)).store(o + d);
-        for (; d < Dv; ++d) o[d] = a_o[d] * ep.inv_l;
+        scaled_copy(acc_o + ii * Dv, Dv, ep.inv_l, o);
         if constexpr (kTangent) {
           mu[row] = ep.mu;
           T* to = tout + row * Dv;
-          const T* a_t = acc.data() + (bm + ii) * Dv;
-          d = 0;
+          const T* a_t = acc_t + ii * Dv;
+          int64_t d = 0;
           for (; d + Vec::size() <= Dv; d += Vec::size()) {
             tile::tangent_output(Vec::loadu(a_t + d), Vec::loadu(o + d), Vec(ep.inv_l), Vec(ep.mu)).store(to + d);
           }
@@ -294,16 +355,58 @@ void backward_row_update(T* s, T* sdot, const T* gv, const T* hv, T* p_out, T* p
   }
 }
 
+// Row d of `out` is [c first^T_d, c second^T_d] (2 rows wide; c first^T_d alone when second is null),
+// for rows x dim row-major inputs: the left operand of the GEMMs that reduce over query rows.
+template <typename T>
+void pack_transposed_pairs(const T* first, const T* second, int64_t rows, int64_t dim, T c, T* out) {
+  const int64_t width = second == nullptr ? rows : 2 * rows;
+  transpose(first, rows, dim, dim, out, width, c);
+  if (second != nullptr) transpose(second, rows, dim, dim, out + rows, width, c);
+}
+
+// Gradients of one (batch, kv-head) w.r.t. its keys and values, accumulated transposed and per key
+// tile (dim x kBlockN each) so that every GEMM writes a plain row-major tile.
+template <typename T>
+class TransposedGrads {
+ public:
+  TransposedGrads(int64_t len_k, int64_t dim) : dim_(dim), data_(((len_k + kBlockN - 1) / kBlockN) * dim * kBlockN) {}
+
+  void zero() { std::fill(data_.begin(), data_.end(), T(0)); }
+  T* tile(int64_t j0) { return data_.data() + (j0 / kBlockN) * dim_ * kBlockN; }
+
+  // grad (len_k x dim, row-major) = the accumulated transposes.
+  void store(T* grad, int64_t len_k) {
+    for (int64_t j0 = 0; j0 < len_k; j0 += kBlockN)
+      transpose(tile(j0), dim_, std::min(kBlockN, len_k - j0), kBlockN, grad + j0 * dim_, dim_, T(1));
+  }
+
+ private:
+  int64_t dim_;
+  std::vector<T> data_;
+};
+
+// Backward by query tiles within a kv-head task; per key tile, with the row-major operands packed above:
+//   S = [cQ] K^T,  Sdot = [cQdot, cQ] [K^T; Kdot^T],  [x; y] = [[G, H] [V^T; Vdot^T]; H V^T]
+//   dV^T += [G^T, H^T] [P; Pdot],  dVdot^T += H^T P
+//   dK^T += [cQ^T, cQdot^T] [dS; dSdot],  dKdot^T += cQ^T dSdot
+//   [dQ, dQdot] += [dSdot Kdot, dSdot K] + [dS K, 0]  (scaled by c when stored)
+// (without the tangent only S, x = G V^T, dV^T, dK^T and dQ).
 template <typename T, bool kTangent>
 void backward_kernel(const Geometry& g, const T* q, const T* k, const T* v, const T* tq, const T* tk,
                      const T* tv, const bool* mask, const T* out, const T* tout, const T* lse,
                      const T* mu, const T* grad_out, const T* grad_tout, T* dq, T* dk, T* dv, T* dtq,
                      T* dtk, T* dtv) {
   const int64_t D = g.dim_qk, Dv = g.dim_v, BM = kBlockM, BN = kBlockN;
+  constexpr int64_t parts = kTangent ? 2 : 1;
+  const int64_t qw = parts * D, gw = parts * Dv;  // widths of the packed query / gradient rows
   const T c = static_cast<T>(g.scale);
   at::parallel_for(0, g.batch * g.kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> qq(kTangent ? 2 * BM * D : 0), gh(kTangent ? 2 * BM * Dv : 0);
-    std::vector<T> ss(2 * BM * BN), gg(2 * BM * BN), pp(2 * BM * BN), dqq(2 * BM * D);
+    TransposedTiles<T, kTangent> keys_t(g.len_k, D), values_t(g.len_k, Dv);
+    TransposedGrads<T> dk_t(g.len_k, D), dv_t(g.len_k, Dv), dtk_t(kTangent ? g.len_k : 0, D),
+        dtv_t(kTangent ? g.len_k : 0, Dv);
+    std::vector<T> key_rows(kTangent ? g.len_k * qw : 0);  // row j = [Kdot_j, K_j]
+    std::vector<T> qs(BM * qw), qt(BM * qw), gh(BM * gw), ght(BM * gw);
+    std::vector<T> ss(2 * BM * BN), gg(2 * BM * BN), pp(2 * BM * BN), dqq(BM * qw);
     std::vector<T> x_off(BM), y_off(BM);
     std::vector<int64_t> masked;
     for (int64_t task = begin; task < end; ++task) {
@@ -312,28 +415,29 @@ void backward_kernel(const Geometry& g, const T* q, const T* k, const T* v, cons
       const T* v_h = v + bhk * g.len_k * Dv;
       const T* tk_h = kTangent ? tk + bhk * g.len_k * D : nullptr;
       const T* tv_h = kTangent ? tv + bhk * g.len_k * Dv : nullptr;
-      T* dk_h = dk + bhk * g.len_k * D;
-      T* dv_h = dv + bhk * g.len_k * Dv;
-      T* dtk_h = kTangent ? dtk + bhk * g.len_k * D : nullptr;
-      T* dtv_h = kTangent ? dtv + bhk * g.len_k * Dv : nullptr;
       const bool* mask_row = mask == nullptr ? nullptr : mask + b * g.len_k;
+      keys_t.pack(bhk, k_h, tk_h, g.len_k);
+      values_t.pack(bhk, v_h, tv_h, g.len_k);
+      if constexpr (kTangent) pack_row_pairs<T>(tk_h, k_h, g.len_k, D, T(1), key_rows.data());
+      const T* k_rows = kTangent ? key_rows.data() : k_h;
+      dk_t.zero();
+      dv_t.zero();
+      if constexpr (kTangent) {
+        dtk_t.zero();
+        dtv_t.zero();
+      }
       for (int64_t h = (bhk % g.kv_heads) * g.group(); h < (bhk % g.kv_heads + 1) * g.group(); ++h) {
         const int64_t bh = b * g.heads + h;
         for (int64_t i0 = 0; i0 < g.len_q; i0 += BM) {
-          const int64_t bm = std::min(BM, g.len_q - i0), m_rows = kTangent ? 2 * bm : bm;
-          const int64_t row0 = bh * g.len_q + i0;
+          const int64_t bm = std::min(BM, g.len_q - i0), row0 = bh * g.len_q + i0;
           const T* q_t = q + row0 * D;
+          const T* tq_t = kTangent ? tq + row0 * D : nullptr;
           const T* g_t = grad_out + row0 * Dv;
-          const T* a_scores = q_t;  // [Q] or [Q; Qdot]
-          const T* a_grads = g_t;   // [G] or [G; H]
-          if constexpr (kTangent) {
-            std::memcpy(qq.data(), q_t, sizeof(T) * bm * D);
-            std::memcpy(qq.data() + bm * D, tq + row0 * D, sizeof(T) * bm * D);
-            std::memcpy(gh.data(), g_t, sizeof(T) * bm * Dv);
-            std::memcpy(gh.data() + bm * Dv, grad_tout + row0 * Dv, sizeof(T) * bm * Dv);
-            a_scores = qq.data();
-            a_grads = gh.data();
-          }
+          const T* h_t = kTangent ? grad_tout + row0 * Dv : nullptr;
+          pack_row_pairs<T>(tq_t, q_t, bm, D, c, qs.data());                         // [cQdot, cQ]
+          pack_row_pairs<T>(kTangent ? g_t : nullptr, kTangent ? h_t : g_t, bm, Dv, T(1), gh.data());  // [G, H]
+          pack_transposed_pairs<T>(q_t, tq_t, bm, D, c, qt.data());                  // [cQ^T, cQdot^T]
+          pack_transposed_pairs<T>(g_t, h_t, bm, Dv, T(1), ght.data());              // [G^T, H^T]
           // Row statistics: x_off = Delta + E = G.O + H.Odot,  y_off = D = H.O.
           for (int64_t ii = 0; ii < bm; ++ii) {
             const int64_t row = row0 + ii;
@@ -343,44 +447,51 @@ void backward_kernel(const Geometry& g, const T* q, const T* k, const T* v, cons
               y_off[ii] = vec_dot(grad_tout + row * Dv, out + row * Dv, Dv);
             }
           }
-          std::fill(dqq.begin(), dqq.begin() + m_rows * D, T(0));
+          std::fill(dqq.begin(), dqq.begin() + bm * qw, T(0));
           const int64_t key_end = tile::causal_key_end(i0 + bm - 1, g.len_k, g.causal);
           for (int64_t j0 = 0; j0 < key_end; j0 += BN) {
             const int64_t bn = std::min(BN, key_end - j0);
+            const T* kt = keys_t.tile(j0);
+            const T* vt = values_t.tile(j0);
             T* s_top = ss.data();
             T* s_bot = ss.data() + bm * BN;
-            gemm_rm<T>(false, true, m_rows, bn, D, c, a_scores, D, k_h + j0 * D, D, T(0), s_top, BN);
-            gemm_rm<T>(false, true, m_rows, bn, Dv, T(1), a_grads, Dv, v_h + j0 * Dv, Dv, T(0), gg.data(), BN);
+            T* g_top = gg.data();
+            T* g_bot = gg.data() + bm * BN;
+            gemm_nn(bm, bn, D, qs.data() + qw - D, qw, kt, BN, s_top, BN, false);
+            gemm_nn(bm, bn, gw, gh.data(), gw, vt, BN, g_top, BN, false);
             if constexpr (kTangent) {
-              gemm_rm<T>(false, true, bm, bn, D, c, q_t, D, tk_h + j0 * D, D, T(1), s_bot, BN);
-              gemm_rm<T>(false, true, bm, bn, Dv, T(1), a_grads + bm * Dv, Dv, tv_h + j0 * Dv, Dv, T(1),
-                         gg.data(), BN);
+              gemm_nn(bm, bn, 2 * D, qs.data(), qw, kt, BN, s_bot, BN, false);
+              gemm_nn(bm, bn, Dv, gh.data() + Dv, gw, vt, BN, g_bot, BN, false);
             }
             masked_columns(mask_row, j0, bn, masked);
             for (int64_t ii = 0; ii < bm; ++ii) {
               const int64_t row = row0 + ii;
               mask_scores(s_top + ii * BN, i0 + ii, j0, bn, g.causal, masked);
-              backward_row_update<T, kTangent>(s_top + ii * BN, s_bot + ii * BN, gg.data() + ii * BN,
-                                               gg.data() + (bm + ii) * BN, pp.data() + ii * BN,
-                                               pp.data() + (bm + ii) * BN, bn, lse[row],
+              backward_row_update<T, kTangent>(s_top + ii * BN, s_bot + ii * BN, g_top + ii * BN, g_bot + ii * BN,
+                                               pp.data() + ii * BN, pp.data() + (bm + ii) * BN, bn, lse[row],
                                                kTangent ? mu[row] : T(0), x_off[ii], kTangent ? y_off[ii] : T(0));
             }
-            // dV += [P; Pdot]^T [G; H],  dVdot += P^T H
-            gemm_rm<T>(true, false, bn, Dv, m_rows, T(1), pp.data(), BN, a_grads, Dv, T(1), dv_h + j0 * Dv, Dv);
-            // [dQ; dQdot] += c [dS; dSdot] K,  dQ += c dSdot Kdot
-            gemm_rm<T>(false, false, m_rows, D, bn, c, s_top, BN, k_h + j0 * D, D, T(1), dqq.data(), D);
-            // dK += c [dS; dSdot]^T [Q; Qdot],  dKdot += c dSdot^T Q
-            gemm_rm<T>(true, false, bn, D, m_rows, c, s_top, BN, a_scores, D, T(1), dk_h + j0 * D, D);
+            const int64_t rw = parts * bm;  // width of the transposed pairs
+            gemm_nn(Dv, bn, rw, ght.data(), rw, pp.data(), BN, dv_t.tile(j0), BN, true);
+            gemm_nn(D, bn, rw, qt.data(), rw, ss.data(), BN, dk_t.tile(j0), BN, true);
+            gemm_nn(bm, D, bn, s_top, BN, k_rows + j0 * qw + qw - D, qw, dqq.data(), qw, true);
             if constexpr (kTangent) {
-              gemm_rm<T>(true, false, bn, Dv, bm, T(1), pp.data(), BN, a_grads + bm * Dv, Dv, T(1),
-                         dtv_h + j0 * Dv, Dv);
-              gemm_rm<T>(false, false, bm, D, bn, c, s_bot, BN, tk_h + j0 * D, D, T(1), dqq.data(), D);
-              gemm_rm<T>(true, false, bn, D, bm, c, s_bot, BN, q_t, D, T(1), dtk_h + j0 * D, D);
+              gemm_nn(Dv, bn, bm, ght.data() + bm, rw, pp.data(), BN, dtv_t.tile(j0), BN, true);
+              gemm_nn(D, bn, bm, qt.data(), rw, s_bot, BN, dtk_t.tile(j0), BN, true);
+              gemm_nn(bm, 2 * D, bn, s_bot, BN, k_rows + j0 * qw, qw, dqq.data(), qw, true);
             }
           }
-          std::memcpy(dq + row0 * D, dqq.data(), sizeof(T) * bm * D);
-          if constexpr (kTangent) std::memcpy(dtq + row0 * D, dqq.data() + bm * D, sizeof(T) * bm * D);
+          for (int64_t ii = 0; ii < bm; ++ii) {
+            scaled_copy(dqq.data() + ii * qw, D, c, dq + (row0 + ii) * D);
+            if constexpr (kTangent) scaled_copy(dqq.data() + ii * qw + D, D, c, dtq + (row0 + ii) * D);
+          }
         }
+      }
+      dk_t.store(dk + bhk * g.len_k * D, g.len_k);
+      dv_t.store(dv + bhk * g.len_k * Dv, g.len_k);
+      if constexpr (kTangent) {
+        dtk_t.store(dtk + bhk * g.len_k * D, g.len_k);
+        dtv_t.store(dtv + bhk * g.len_k * Dv, g.len_k);
       }
     }
   });
@@ -455,7 +566,7 @@ std::tuple<Tensor, Tensor, Tensor> attn_bwd_cpu(const Tensor& grad_out_in, const
   const Tensor q = prepared(q_in, type), k = prepared(k_in, type), v = prepared(v_in, type);
   const Tensor out = prepared(out_in, type), lse = prepared(lse_in, type), go = prepared(grad_out_in, type);
   const Geometry g = geometry_of(q, k, v, causal, scale);
-  Tensor dq = at::empty_like(q), dk = at::zeros_like(k), dv = at::zeros_like(v);
+  Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   Tensor mask_holder;
   const bool* mask = mask_ptr(key_padding_mask, mask_holder);
   AT_DISPATCH_FLOATING_TYPES(type, "flowcore_attn_bwd_cpu", [&] {
@@ -482,8 +593,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> attn_jvp_bwd_cpu(
   const Tensor lse = prepared(lse_in, type), mu = prepared(mu_in, type);
   const Tensor go = prepared(grad_out_in, type), gto = prepared(grad_tout_in, type);
   const Geometry g = geometry_of(q, k, v, causal, scale);
-  Tensor dq = at::empty_like(q), dk = at::zeros_like(k), dv = at::zeros_like(v);
-  Tensor dtq = at::empty_like(q), dtk = at::zeros_like(k), dtv = at::zeros_like(v);
+  Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
+  Tensor dtq = at::empty_like(q), dtk = at::empty_like(k), dtv = at::empty_like(v);
   Tensor mask_holder;
   const bool* mask = mask_ptr(key_padding_mask, mask_holder);
   AT_DISPATCH_FLOATING_TYPES(type, "flowcore_attn_jvp_bwd_cpu", [&] {
