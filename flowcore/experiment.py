@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import enum
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -70,6 +71,16 @@ def load_source(name: str) -> Source:
     return Source(name, (2,), 0)
 
 
+def source_without_data(name: str) -> Source:
+    """The shape and number of classes of --data without loading any example, for data-free recipes
+    (FreeFlow): nothing in flowcore.data is read. Only evaluation (``evaluate``) touches the data."""
+    if name == DIGITS:
+        return Source(DIGITS, (1, 8, 8), 10)
+    if name not in DATA_CHOICES:
+        raise ValueError(f"unknown data {name!r}; choose one of {DATA_CHOICES}")
+    return Source(name, (2,), 0)
+
+
 def build_model(
     kind: ModelKind,
     source: Source,
@@ -80,18 +91,19 @@ def build_model(
     time_inputs: TimeInputs = TimeInputs.T_GAP,
     aux_head: bool = False,
     conditioning: Conditioning = Conditioning.ADALN_ZERO,
+    decoupled_blocks: int = 0,
 ) -> nn.Module:
     """The recipes' default networks: a residual MLP on flattened data, or a small DiT for images."""
     if kind is ModelKind.DIT:
         if source.name != DIGITS:
             raise ValueError("the DiT needs image data: use --data digits or --model mlp")
         return DiT(DiTConfig(width=width, depth=depth, num_classes=source.num_classes, n_scalar_conds=n_scalar_conds,
-                             time_inputs=time_inputs, conditioning=conditioning, aux_head=aux_head))
+                             time_inputs=time_inputs, conditioning=conditioning, aux_head=aux_head, decoupled_blocks=decoupled_blocks))
     dim = 1
     for d in source.shape:
         dim *= d
     return MLP(MLPConfig(dim=dim, width=width, depth=depth, num_classes=source.num_classes, n_scalar_conds=n_scalar_conds,
-                         time_inputs=time_inputs, aux_head=aux_head))
+                         time_inputs=time_inputs, aux_head=aux_head, decoupled_blocks=decoupled_blocks))
 
 
 DEFAULT_WIDTH = {DIGITS: 512}
@@ -107,6 +119,7 @@ def add_common_args(parser: argparse.ArgumentParser, *, data: str, steps: int, b
     g.add_argument("--steps", type=int, default=steps, help="optimizer steps (default: %(default)s)")
     g.add_argument("--batch", type=int, default=batch, help="global batch size, split over ranks (default: %(default)s)")
     g.add_argument("--lr", type=float, default=lr, help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--lr-decay", type=float, default=0.0, help="fraction of the run, at its end, over which the learning rate falls linearly to 0 (default: %(default)s)")
     g.add_argument("--ema", type=float, default=0.999, help="EMA decay of the evaluated weights (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", type=Path, default=Path(out), help="output folder (default: %(default)s)")
@@ -128,6 +141,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.ema < 1:
         raise SystemExit(f"--ema must be in [0, 1), got {args.ema}")
+    if not 0 <= args.lr_decay <= 1:
+        raise SystemExit(f"--lr-decay must be in [0, 1], got {args.lr_decay}")
     return args
 
 
@@ -153,13 +168,70 @@ def setup(args: argparse.Namespace, **model_options) -> Setup:
 
 
 def run_training(args: argparse.Namespace, run: Setup, loss_fn: Callable[[int], tuple[Tensor, dict[str, float]]],
-                 optimizer: torch.optim.Optimizer, desc: str) -> tuple[dict[str, list[float]], float]:
-    """``train.train_loop`` with the common flags; returns (loss history, training seconds)."""
+                 optimizer: torch.optim.Optimizer, desc: str, extra_modules: Mapping[str, nn.Module] = {}) -> tuple[dict[str, list[float]], float]:
+    """``train.train_loop`` with the common flags; returns (loss history, training seconds).
+    ``extra_modules``: further trained modules by role name (e.g. a learned loss weight), checkpointed and resumed."""
     start = time.perf_counter()
     history = train.train_loop(loss_fn=loss_fn, model=run.model, optimizer=optimizer, steps=args.steps, out=args.out,
-                               config=config_of(args), dist=run.dist, ema=run.ema, resume=args.resume,
-                               ckpt_every=args.ckpt_every, desc=desc)
+                               config=config_of(args), dist=run.dist, ema=run.ema, extra_modules=extra_modules, resume=args.resume,
+                               ckpt_every=args.ckpt_every, lr_schedule=linear_decay_tail(args.steps, args.lr_decay), desc=desc)
     return history, round(time.perf_counter() - start, 1)
+
+
+def linear_decay_tail(steps: int, fraction: float) -> Callable[[int], float] | None:
+    """Learning-rate factor: 1 until the last ``fraction`` of ``steps``, then linearly down to 0,
+    lr(step) = lr0 min(1, (steps - step) / (fraction steps)) (a warmup-stable-decay schedule without
+    warm-up). None (constant) when fraction is 0."""
+    if fraction == 0:
+        return None
+    span = fraction * steps
+    return lambda step: min(1.0, (steps - step) / span)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+_TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_", "MASTER_", "TORCHELASTIC")
+
+
+def _train_default_teacher(data_name: str, out: Path, smoke: bool) -> None:
+    """Run ``recipes/fm.py --data data_name --out out`` in a single plain process."""
+    script = ROOT / "recipes" / "fm.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"no teacher checkpoint given and no {script} to train one: pass the teacher checkpoint by flag")
+    cmd = [sys.executable, str(script), "--data", data_name, "--out", str(out)] + (["--smoke"] if smoke else [])
+    print(f"no teacher checkpoint in {out}: training it first with {' '.join(cmd[1:])}", flush=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_TORCHRUN_ENV)}
+    subprocess.run(cmd, check=True, env=env)
+
+
+def default_teacher_dir(data_name: str) -> Path:
+    """Where the FM teacher recipe's default run for ``data_name`` lives: runs/fm (digits) or runs/fm_<toy>."""
+    return ROOT / "runs" / ("fm" if data_name == DIGITS else f"fm_{data_name}")
+
+
+def load_teacher(checkpoint: Path | None, source: Source, dist: train.Dist, *, smoke: bool = False) -> nn.Module:
+    """The frozen FM teacher v(z, t, t, y) of a distillation recipe, in eval mode, EMA weights.
+
+    ``checkpoint`` is a ``recipes/fm.py`` checkpoint; when None, the FM recipe's default run for this
+    data is used, and trained first (``python recipes/fm.py --data ...``, cached in its --out) if it
+    does not exist yet (with ``smoke``: a smoke-sized teacher, cached beside it with the suffix ``_smoke``). The network is
+    rebuilt from the checkpoint's own config, so a teacher of any width or depth loads. Under
+    torchrun only rank 0 trains a missing teacher; the others wait for it.
+    """
+    if checkpoint is None:
+        out = default_teacher_dir(source.name)
+        if smoke:
+            out = out.with_name(out.name + "_smoke")
+        checkpoint = out / train.CHECKPOINT_NAME
+        if dist.is_main and not checkpoint.is_file():
+            _train_default_teacher(source.name, out, smoke)
+        if dist.world_size > 1:
+            torch.distributed.barrier()
+    config = train.checkpoint_info(checkpoint).config
+    if config.get("data") != source.name:
+        raise ValueError(f"teacher {checkpoint} was trained on {config.get('data')!r}, not on {source.name!r}")
+    teacher = build_model(ModelKind(config["model"]), source, width=config["width"], depth=config["depth"])
+    train.load_weights(checkpoint, {train.ema_name(config["ema"]): teacher})
+    return teacher.eval().requires_grad_(False)
 
 
 def config_of(args: argparse.Namespace) -> dict:

@@ -9,6 +9,7 @@
   v_g = v + (1 - 1/omega)(v_c - v_u) (fixed point: v_u + omega (v_c - v_u)); omega is a model input.
 - ``guidance_feature``: the scale as a network input, 1 - 1/omega in [0, 1) (iMF).
 - ``guided``: wrap a conditional network into its CFG field for samplers, one doubled batch per call.
+- ``guided_in_interval``: the same with the scale applied only for t in a guidance interval.
 """
 
 from __future__ import annotations
@@ -79,5 +80,27 @@ def guided(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], y: Tensor, w:
         both = fn(torch.cat([z, z]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([y, torch.full_like(y, null_class)]))
         cond, uncond = both.chunk(2)
         return cfg_combine(cond, uncond, w)
+
+    return field
+
+
+def guided_in_interval(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], y: Tensor, w: float, null_class: int,
+                       t_min: float, t_max: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """CFG applied only inside a guidance interval (Kynkaanniemi et al. 2024, arXiv 2404.07724; JiT,
+    Li & He 2025, arXiv 2511.13720): (z, t, s) -> fn_u + w_i (fn_c - fn_u) with w_i = w where
+    t_min <= t_i <= t_max and w_i = 1 (the conditional output) elsewhere, fn(z, t, s, y) evaluated
+    on one doubled batch. [0, 1] reproduces ``guided``; an empty interval (t_min > every t) gives the
+    conditional field. Times are flowcore's (t = 1 noise): JiT's interval [0.1, 1] on its time
+    (data at 1) is [0, 0.9] here."""
+    if not (0.0 <= t_min <= 1.0 and 0.0 <= t_max <= 1.0):
+        raise ValueError(f"guidance interval must lie in [0, 1], got [{t_min}, {t_max}]")
+    if w == 1.0:
+        return lambda z, t, s: fn(z, t, s, y)
+
+    def field(z: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        both = fn(torch.cat([z, z]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([y, torch.full_like(y, null_class)]))
+        cond, uncond = both.chunk(2)
+        scale = torch.where(within_interval(t, t_min, t_max), torch.full_like(t, w), torch.ones_like(t))
+        return cfg_combine(cond, uncond, scale)
 
     return field

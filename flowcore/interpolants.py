@@ -158,3 +158,30 @@ def score_from_eps(path: Path, eps: Tensor, t: Tensor) -> Tensor:
 def eps_from_score(path: Path, score: Tensor, t: Tensor) -> Tensor:
     """E[eps | z] = -b(t) score."""
     return -path.b(expand_time(t, score)) * score
+
+
+def linear_point_of_trigflow(z: Tensor, t: Tensor, sigma_data: float) -> tuple[Tensor, Tensor]:
+    """The linear-path point holding the same (x, eps) as a TrigFlow point (Lu & Song 2024, arXiv 2410.11081).
+
+    TrigFlow's x_theta = cos(theta) x + sin(theta) sigma_d eps is sigma_d z, z the ``CosinePath`` point of
+    x / sigma_d at t = 2 theta / pi. Dividing by cos(theta) + sigma_d sin(theta):
+    z_lin = sigma_d z / (cos + sigma_d sin) = (1 - t_lin) x + t_lin eps with t_lin = sigma_d sin / (cos + sigma_d sin).
+    Returns (z_lin, t_lin), to query a linear-path (flow matching) teacher at a TrigFlow point."""
+    if sigma_data <= 0:
+        raise ValueError(f"sigma_data must be positive, got {sigma_data}")
+    theta = 0.5 * math.pi * t
+    cos, sin = torch.cos(theta), sigma_data * torch.sin(theta)
+    return sigma_data * z / expand_time(cos + sin, z), (sin / (cos + sin)).clamp(0.0, 1.0)
+
+
+def trigflow_velocity_from_linear(v_lin: Tensor, z_lin: Tensor, t_lin: Tensor, t: Tensor, sigma_data: float) -> Tensor:
+    """A linear-path velocity v(z_lin, t_lin) (at ``linear_point_of_trigflow``) as TrigFlow's velocity in
+    ``CosinePath`` units of x / sigma_d: x_hat = z_lin - t_lin v, eps_hat = z_lin + (1 - t_lin) v, and
+    dz/dtheta = cos(theta) eps_hat - sin(theta) x_hat / sigma_d, theta = pi t / 2 (sCM's distillation
+    target dx_theta/dtheta = sigma_d F_teacher, divided by sigma_d)."""
+    if sigma_data <= 0:
+        raise ValueError(f"sigma_data must be positive, got {sigma_data}")
+    tl = expand_time(t_lin, z_lin)
+    theta = expand_time(0.5 * math.pi * t, z_lin)
+    x_hat, eps_hat = z_lin - tl * v_lin, z_lin + (1 - tl) * v_lin
+    return torch.cos(theta) * eps_hat - torch.sin(theta) * x_hat / sigma_data

@@ -65,3 +65,69 @@ def pseudo_huber(pred: Tensor, target: Tensor, c: float) -> Tensor:
     """sqrt(||pred - target||_2^2 + c^2) - c per sample."""
     _check_pair(pred, target)
     return torch.sqrt((pred - target).pow(2).flatten(1).sum(1) + c * c) - c
+
+
+def progressive_gap_weight(gap: Tensor, remaining: float, lam: float) -> Tensor:
+    """The progressive u-loss weight of "Understanding, Accelerating, and Improving MeanFlow Training"
+    (Kim et al. 2025, arXiv 2511.19065):  beta(dt, s) = 1 - s + lam s (1 - dt),
+
+    dt = t - s_target the gap of the pair and s = ``remaining`` = 1 - step/steps the part of training
+    still ahead (1 -> 0; the paper's s, not flowcore's target time). At the start small gaps weigh
+    most, lam (1 - dt); at the end every gap weighs 1. lam = 1 / E[1 - dt] (``gap_weight_normalizer``)
+    makes the initial mean weight 1. The gap is the same in the paper's time direction and in
+    flowcore's, so nothing converts. Detached, (B,).
+    """
+    if not 0.0 <= remaining <= 1.0:
+        raise ValueError(f"remaining training fraction must lie in [0, 1], got {remaining}")
+    if lam <= 0:
+        raise ValueError(f"lam must be positive, got {lam}")
+    if (gap < 0).any() or (gap > 1).any():
+        raise ValueError("gaps t - s must lie in [0, 1]")
+    return (1.0 - remaining) + lam * remaining * (1.0 - gap.detach())
+
+
+def gap_weight_normalizer(gap: Tensor) -> float:
+    """lam = 1 / mean(1 - dt) over sampled gaps, so that ``progressive_gap_weight`` starts at mean 1."""
+    mean = (1.0 - gap.detach()).mean().item()
+    if not mean > 0:
+        raise ValueError("gaps must not all be 1")
+    return 1.0 / mean
+
+
+def min_snr_velocity_weight(t: Tensor, gamma: float = 5.0) -> Tensor:
+    """Min-SNR-gamma (Hang et al. 2023, arXiv 2303.09556) moved onto a velocity loss on the linear path.
+
+    Min-SNR weighs the x-space loss ||x_hat - x||^2 by min(SNR_t, gamma), SNR_t = ((1 - t) / t)^2 (t = 1
+    noise). On the linear path x_hat - x = -t (v_hat - v), so the same objective on the velocity loss
+    has weight w(t) = t^2 min(SNR_t, gamma) = min((1 - t)^2, gamma t^2) (the same as its eps-space
+    form min(SNR, gamma)/SNR, since eps_hat - eps = (1 - t)(v_hat - v)). Detached, (B,).
+    """
+    if gamma <= 0:
+        raise ValueError(f"Min-SNR gamma must be positive, got {gamma}")
+    t = t.detach()
+    return torch.minimum((1.0 - t) ** 2, gamma * t**2)
+
+
+def guidance_scale_weight(w: Tensor) -> Tensor:
+    """1 / w^2 per sample for a loss on guidance-scaled velocities (Terminal Velocity Matching, Zhou
+    et al. 2025, arXiv 2511.19797, official loss: ((pred - target) / w)^2).
+
+    With the CFG scale w >= 1 as a network input and outputs scaled by w, a guided velocity grows
+    like w, so an unweighted squared error lets the large-w rows dominate a batch of random scales;
+    1/w^2 puts every row on the scale of an unguided velocity. Detached, (B,).
+    """
+    if w.dim() != 1 or (w < 1).any():
+        raise ValueError(f"guidance scales must be a (B,) tensor with values >= 1, got shape {tuple(w.shape)}")
+    return 1.0 / w.detach() ** 2
+
+
+def consistency_gap_weight(t: Tensor, s: Tensor) -> Tensor:
+    """improved consistency training's weight lambda(sigma_n) = 1 / (sigma_{n+1} - sigma_n) (Song &
+    Dhariwal 2023, arXiv 2310.14189), on flowcore's pair s < t < 1 of the linear path:
+    sigma = t / (1 - t), so the weight is 1 / (t / (1 - t) - s / (1 - s)). Computed in fp64, detached, (B,)."""
+    if t.shape != s.shape or t.dim() != 1:
+        raise ValueError(f"t and s must be (B,) tensors of one shape, got {tuple(t.shape)} and {tuple(s.shape)}")
+    if not bool((s < t).all()) or not bool((t < 1).all()) or (s < 0).any():
+        raise ValueError("consistency_gap_weight needs 0 <= s < t < 1 on every row")
+    t64, s64 = t.detach().double(), s.detach().double()
+    return (1.0 / (t64 / (1 - t64) - s64 / (1 - s64))).to(t.dtype)

@@ -46,3 +46,233 @@ def velocity_from_x_prediction(z: Tensor, x_hat: Tensor, t: Tensor, t_floor: flo
     On the linear path this is the velocity implied by the denoised estimate x_hat; the clip keeps
     the division stable near t = 0 (and its t-derivative is zero below the floor)."""
     return (z - x_hat) / expand_time(t.clamp(min=t_floor, max=1.0), z)
+
+
+def velocity_from_eps_prediction(z: Tensor, eps_hat: Tensor, t: Tensor, floor: float = 0.05) -> Tensor:
+    """Velocity implied by a noise estimate on the linear path: x = (z - t eps) / (1 - t), so
+    v = eps - x = (eps_hat - z) / clip(1 - t, floor, 1) (the eps-prediction arm of JiT's Table 2,
+    Li & He 2025, arXiv 2511.13720). The clip keeps the division finite at the noise end t -> 1,
+    as x-prediction's clip does at the data end t -> 0."""
+    check_times(t, batch=z.shape[0])
+    return (eps_hat - z) / expand_time((1.0 - t).clamp(min=floor, max=1.0), z)
+
+
+def trajectory_average_velocity(z_t: Tensor, z_s: Tensor, t: Tensor, s: Tensor) -> Tensor:
+    """Flow-map target from two points of one ODE trajectory: F(z_t, t, s) = (z_t - z_s) / (t - s),
+    s < t. With (t, s) = (1, 0) and the coupling (eps, x) of ``sampling.reflow_pairs`` this is
+    rectified flow's one-step distillation target eps - x (Liu, Gong & Liu 2022, arXiv 2209.03003,
+    Sec. 2.3: regress the one-step map onto the pairs of the k-rectified flow)."""
+    check_times(t, s, batch=z_t.shape[0])
+    if (s == t).any():
+        raise ValueError("trajectory_average_velocity needs s < t on every row (the gap divides)")
+    if z_t.shape != z_s.shape:
+        raise ValueError(f"z_t shape {tuple(z_t.shape)} does not match z_s shape {tuple(z_s.shape)}")
+    return (z_t - z_s) / expand_time(t - s, z_t)
+
+
+def _check_alpha(alpha: float, low_open: bool) -> None:
+    if not (0.0 < alpha <= 1.0 if low_open else 0.0 <= alpha <= 1.0):
+        raise ValueError(f"alpha must lie in {'(0, 1]' if low_open else '[0, 1]'}, got {alpha}")
+
+
+def alphaflow_intermediate(z: Tensor, v: Tensor, t: Tensor, s: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """alpha-Flow's intermediate point (Zhang et al. 2025, arXiv 2510.20771): one Euler step of size
+    dt = alpha (t - s) along v from z_t, i.e. (z_t - dt v, t - dt), with s <= t - dt <= t."""
+    check_times(t, s, batch=z.shape[0])
+    _check_alpha(alpha, low_open=False)
+    dt = alpha * (t - s)
+    return z - expand_time(dt, z) * v, t - dt
+
+
+def alphaflow_target(v: Tensor, u_mid: Tensor, t: Tensor, s: Tensor, alpha: float) -> Tensor:
+    """The alpha-Flow target (Zhang et al. 2025, arXiv 2510.20771, official loss code: (dt v + (t - dt - s) u') / (t - s)):
+
+        u_tgt = alpha v + (1 - alpha) u(z_t - dt v, t - dt, s),   dt = alpha (t - s),
+
+    with ``u_mid`` = u at ``alphaflow_intermediate`` (the caller evaluates it, without gradient),
+    and u_tgt = v on the rows with s = t (flow matching rows). alpha = 1 is trajectory flow
+    matching (u_tgt = v); as alpha -> 0, u_tgt = u + alpha (u_MF - u) + O(alpha^2) with
+    u_MF = v - (t - s) du/dt the MeanFlow target, so the gradient of (1/alpha) ||u - sg(u_tgt)||^2
+    tends to MeanFlow's, without a JVP. The paper's 1/alpha is the official code's weight alpha on
+    these rows under the adaptive weight 1/(L + c), since L = O(alpha^2).
+    """
+    check_times(t, s, batch=v.shape[0])
+    _check_alpha(alpha, low_open=True)
+    if u_mid.shape != v.shape:
+        raise ValueError(f"u_mid shape {tuple(u_mid.shape)} does not match v shape {tuple(v.shape)}")
+    target = alpha * v + (1.0 - alpha) * u_mid
+    return torch.where(expand_time(t == s, v), v, target)
+
+
+def terminal_velocity(F: Tensor, dF_ds: Tensor, t: Tensor, s: Tensor) -> Tensor:
+    """The velocity of a flow map at its terminal time (Terminal Velocity Matching, Zhou et al. 2025,
+    arXiv 2511.19797, eq. of the terminal velocity condition):
+
+        d/ds f(z_t, t, s) = F(z_t, t, s) + (s - t) dF/ds,   f(z_t, t, s) = z_t + (s - t) F(z_t, t, s),
+
+    which TVM matches to the velocity at the landing point, v(f(z_t, t, s), s) (its EMA-target
+    network there, detached). The exact flow map makes the two equal for every s <= t; at s = t the
+    condition is F(z, t, t) = v(z, t), flow matching's fixed point. TVM keeps the gradient through
+    dF/ds (pass it from ``DirectionalDerivative(..., grad_through_tangent=True)``): nothing here is detached.
+    """
+    check_times(t, s, batch=F.shape[0])
+    if dF_ds.shape != F.shape:
+        raise ValueError(f"dF_ds shape {tuple(dF_ds.shape)} does not match F shape {tuple(F.shape)}")
+    return F + expand_time(s - t, F) * dF_ds
+
+
+def freeflow_prediction_target(v_landing: Tensor, dF_ds: Tensor, t: Tensor, s: Tensor) -> Tensor:
+    """FreeFlow's prediction target (Tong, Ma, Xie, Jaakkola 2025, arXiv 2511.19428, the prediction
+    objective; data-free: z ~ N(0, I) at t = 1, jump delta = t - s):
+
+        F_tgt = v(f, s) - (s - t) dF/ds,   f = z + (s - t) F(z, t, s)  (the student's own path),
+
+    so that ||F - sg(F_tgt)||^2 = ||df/ds - v(f, s)||^2 at the current parameters: the residual
+    F - F_tgt is the mismatch between the student's generating velocity df/ds = F + (s - t) dF/ds
+    and the teacher's velocity ``v_landing`` = v(f, s) where the student lands (the paper's
+    delta-form F_tgt = u(f, 1 - delta) - delta dF/d delta, with dF/d delta = -dF/ds). Unlike TVM's
+    ``terminal_velocity`` the gradient flows through F only (detach the result). The exact flow map
+    is the fixed point, F_tgt = F for every s <= t."""
+    check_times(t, s, batch=v_landing.shape[0])
+    if dF_ds.shape != v_landing.shape:
+        raise ValueError(f"dF_ds shape {tuple(dF_ds.shape)} does not match v_landing shape {tuple(v_landing.shape)}")
+    return v_landing - expand_time(s - t, dF_ds) * dF_ds
+
+
+def freeflow_correction_target(F: Tensor, v_fake: Tensor, v_teacher: Tensor) -> Tensor:
+    """FreeFlow's correction (arXiv 2511.19428, the correction objective) as a regression target:
+    F_tgt = F - (v_N - v), so that the gradient of (1/2)||F - sg(F_tgt)||^2 is (v_N - v)^T dF/dtheta,
+    the paper's  grad_theta E[F(z, 1, 0)^T sg(v_N(I_r, r) - v(I_r, r))].
+
+    Here F = F(z, 1, 0) is the student's one-step output (x_hat = z - F), I_r = (1 - r) sg(x_hat) + r n
+    a noised student sample, v the teacher's velocity there and v_N the velocity of the *student's*
+    noising marginals (an auxiliary network fitted by flow matching to student samples). It descends
+    the KL between the student's and the teacher's noised marginals (score difference = velocity
+    difference times -(1 - r)/r on the linear path; the positive weight is dropped, as in the paper's
+    form). When the student's marginals are the teacher's, v_N = v and F_tgt = F."""
+    if not F.shape == v_fake.shape == v_teacher.shape:
+        raise ValueError(f"F, v_fake, v_teacher shapes differ: {tuple(F.shape)}, {tuple(v_fake.shape)}, {tuple(v_teacher.shape)}")
+    return F - (v_fake - v_teacher)
+
+
+def posterior_query_point(z: Tensor, t: Tensor, z_c: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The single noisy state (z*, t*) that carries the information of two independent noisy views of
+    one x on the linear path, z = (1 - t) x + t eps and z_c = (1 - c) x + c n (the "GLASS" transform of
+    Meta Flow Maps, Potaptchik et al. 2026, arXiv 2601.14430, official ``extract_posterior_velocity``):
+
+        P = ((1 - c)/c)^2 + ((1 - t)/t)^2,   t* = 1 / (1 + sqrt(P)),
+        z* = (1 - t*) [(1 - c)/c^2 z_c + (1 - t)/t^2 z] / P,
+
+    so that p(x | z_t = z, z_c) = p(x | z_{t*} = z*) (Gaussian likelihoods multiply; precisions add).
+    c = 1 (a pure-noise condition) gives back (z, t). Needs t, c in (0, 1]; computed in fp64."""
+    check_times(t, batch=z.shape[0])
+    check_times(c, batch=z.shape[0], name="c")
+    if z_c.shape != z.shape:
+        raise ValueError(f"z_c shape {tuple(z_c.shape)} does not match z shape {tuple(z.shape)}")
+    if (t <= 0).any() or (c <= 0).any():
+        raise ValueError("posterior_query_point needs t > 0 and c > 0 (at 0 the state is the data itself)")
+    t64, c64 = t.double(), c.double()
+    lam_t, lam_c = ((1 - t64) / t64) ** 2, ((1 - c64) / c64) ** 2
+    precision = (lam_t + lam_c).clamp_min(1e-12)
+    t_star = 1 / (1 + precision.sqrt())
+    num = expand_time((1 - c64) / c64**2, z) * z_c.double() + expand_time((1 - t64) / t64**2, z) * z.double()
+    z_star = expand_time((1 - t_star) / precision, z) * num
+    return z_star.to(z.dtype), t_star.to(t.dtype)
+
+
+def posterior_velocity(z: Tensor, t: Tensor, z_star: Tensor, t_star: Tensor, v_star: Tensor) -> Tensor:
+    """Velocity at (z, t) of the flow whose data distribution is the posterior p(x | z_c) (Meta Flow
+    Maps' distilled diagonal target, arXiv 2601.14430), from an unconditional velocity v* = v(z*, t*)
+    at ``posterior_query_point``:  x_hat = E[x | z, z_c] = z* - t* v*  (Tweedie on the linear path),
+    v = E[eps - x | z, z_c] = (z - x_hat) / t,  t > 0."""
+    check_times(t, batch=z.shape[0])
+    check_times(t_star, batch=z.shape[0], name="t_star")
+    if not z.shape == z_star.shape == v_star.shape:
+        raise ValueError(f"z, z_star, v_star shapes differ: {tuple(z.shape)}, {tuple(z_star.shape)}, {tuple(v_star.shape)}")
+    if (t <= 0).any():
+        raise ValueError("posterior_velocity needs t > 0")
+    x_hat = z_star - expand_time(t_star, v_star) * v_star
+    return (z - x_hat) / expand_time(t, z)
+
+
+def consistency_skip_out(t: Tensor, sigma_data: float = 0.5, sigma_min: float = 0.002) -> tuple[Tensor, Tensor]:
+    """The consistency models' skip/out parameterisation (Song et al. 2023, arXiv 2303.01469, App. C;
+    EDM, Karras et al. 2022) moved onto flowcore's linear path, for f(z_t, t) = c_skip z_t + c_out F.
+
+    In EDM's variables, x_sigma = x + sigma eps and f(x_sigma, sigma) = c_skip x_sigma + c_out F with
+    c_skip = sigma_d^2 / ((sigma - sigma_min)^2 + sigma_d^2), c_out = sigma_d (sigma - sigma_min) / sqrt(sigma_d^2 + sigma^2),
+    so f(x, sigma_min) = x. Converted constants: sigma = t / (1 - t), x_sigma = z_t / (1 - t), t_min =
+    sigma_min / (1 + sigma_min), and f here is the point on the path at t_min, (1 - t_min) f_EDM (the
+    flow map from t to t_min), so that the boundary condition reads f(z, t_min) = z. With
+    A = sigma_d (1 - t) and B = (1 + sigma_min)(t - t_min) = t - sigma_min (1 - t):
+
+        c_skip(t) = (1 - t_min) sigma_d A / (A^2 + B^2),   c_out(t) = (1 - t_min) sigma_d B / sqrt(A^2 + t^2),
+
+    finite up to t = 1 (sigma = inf: c_skip = 0, c_out = sigma_d (1 - t_min)), and exactly (1, 0) at t = t_min.
+    The network input needs no c_in: on the linear path z_t already has unit-order scale. Shapes (B,).
+    """
+    check_times(t)
+    if sigma_data <= 0 or sigma_min <= 0:
+        raise ValueError(f"consistency_skip_out needs sigma_data > 0 and sigma_min > 0, got {sigma_data}, {sigma_min}")
+    t_min = sigma_min / (1.0 + sigma_min)
+    if (t < t_min * (1.0 - 1e-6)).any():
+        raise ValueError(f"consistency times must be >= t_min = sigma_min / (1 + sigma_min) = {t_min:.6g}, got {t.min().item():.6g}")
+    t = t.clamp(min=t_min)  # a grid's t_min rounded to fp32 may fall a rounding error below the fp64 value
+    a = sigma_data * (1.0 - t)
+    b = (1.0 + sigma_min) * (t - t_min)
+    scale = (1.0 - t_min) * sigma_data
+    return scale * a / (a * a + b * b), scale * b / torch.sqrt(a * a + t * t)
+
+
+def consistency_function(z: Tensor, F: Tensor, t: Tensor, sigma_data: float = 0.5, sigma_min: float = 0.002) -> Tensor:
+    """f(z_t, t) = c_skip(t) z_t + c_out(t) F, the consistency model's map from t to t_min (see
+    ``consistency_skip_out``; f(z, t_min) = z exactly). Its consistency target is the same function
+    of the target network at the neighbouring, less noisy point of the trajectory:
+    sg f_target(z_s, s) with z_s = a teacher ODE step from z_t (CD) or the same (x, eps) at s (CT)."""
+    if F.shape != z.shape:
+        raise ValueError(f"network output shape {tuple(F.shape)} does not match z shape {tuple(z.shape)}")
+    c_skip, c_out = consistency_skip_out(t, sigma_data, sigma_min)
+    return expand_time(c_skip.to(z.dtype), z) * z + expand_time(c_out.to(z.dtype), z) * F
+
+
+def trigflow_denoised(z: Tensor, F: Tensor, t: Tensor) -> Tensor:
+    """sCM's consistency function (Lu & Song 2024, arXiv 2410.11081) in flowcore's units:
+    x_hat = cos(theta) z - sin(theta) F,  theta = pi t / 2.
+
+    TrigFlow's x_theta = cos(theta) x + sin(theta) sigma_d n is sigma_d z with z = cos(theta) x' + sin(theta) n
+    the ``CosinePath`` point of x' = x / sigma_d at t = 2 theta / pi; so sCM's
+    f = cos(theta) x_theta - sin(theta) sigma_d F(x_theta / sigma_d, theta) is sigma_d x_hat, and F's ideal
+    value is TrigFlow's velocity dz/dtheta = cos(theta) n - sin(theta) x'."""
+    check_times(t, batch=z.shape[0])
+    theta = expand_time(0.5 * torch.pi * t, z)
+    return torch.cos(theta) * z - torch.sin(theta) * F
+
+
+def scm_tangent(z: Tensor, F: Tensor, dz_dtheta: Tensor, dF_dtheta: Tensor, t: Tensor, warmup: float = 1.0) -> Tensor:
+    """sCM's tangent (Lu & Song 2024, arXiv 2410.11081, Alg. 1), in the units of ``trigflow_denoised``:
+
+        g = -cos^2(theta) (F - dz/dtheta) - r sin(theta) cos(theta) (z + dF/dtheta),   theta = pi t / 2,
+
+    i.e. cos(theta) times the total derivative d/dtheta of x_hat = cos z - sin F along the trajectory
+    (sCT: dz/dtheta = cos(theta) n - sin(theta) x'; sCD: the teacher's velocity), with the tangent warm-up
+    factor r in [0, 1] on the second term (r = 1 is the exact derivative). F, dF/dtheta are the network
+    and its total theta-derivative (pass them detached: the target is stop-gradded). The exact consistency
+    map gives g = 0 with the exact velocity. (The paper's g in x_theta units is sigma_d times this.)
+    """
+    check_times(t, batch=z.shape[0])
+    if not z.shape == F.shape == dz_dtheta.shape == dF_dtheta.shape:
+        raise ValueError(f"z, F, dz/dtheta, dF/dtheta shapes differ: {tuple(z.shape)}, {tuple(F.shape)}, {tuple(dz_dtheta.shape)}, {tuple(dF_dtheta.shape)}")
+    if not 0.0 <= warmup <= 1.0:
+        raise ValueError(f"tangent warm-up factor must lie in [0, 1], got {warmup}")
+    theta = expand_time(0.5 * torch.pi * t, z)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    return -cos * cos * (F - dz_dtheta) - warmup * sin * cos * (z + dF_dtheta)
+
+
+def normalize_tangent(g: Tensor, c: float = 0.1) -> Tensor:
+    """g / (||g||_2 + c) per sample, the norm over every non-batch dimension (sCM's tangent
+    normalisation, Lu & Song 2024, arXiv 2410.11081, c = 0.1; also rCM and Align Your Flow)."""
+    if c <= 0:
+        raise ValueError(f"tangent normalisation needs c > 0, got {c}")
+    norm = g.flatten(1).norm(dim=1)
+    return g / expand_time(norm + c, g)

@@ -2,11 +2,14 @@
 tensor of z's shape, or ``(out, aux_out)`` when built with ``aux_head=True``
 (see ``flowcore.nn.conditioning`` for the meaning of each argument)."""
 
-from flowcore.nn.conditioning import ScalarEmbedding, TimeInputs, sinusoidal_features
+from flowcore.nn.conditioning import (
+    CompositeLayerNorm, ScalarEmbedding, TimeInputs, TimePairLogVariance, composite_layer_norms, sinusoidal_features,
+)
 from flowcore.nn.dit import Conditioning, DiT, DiTConfig, patchify, unpatchify
 from flowcore.nn.mlp import MLP, MLPConfig
 
 __all__ = [
+    "CompositeLayerNorm",
     "Conditioning",
     "DiT",
     "DiTConfig",
@@ -14,6 +17,8 @@ __all__ = [
     "MLPConfig",
     "ScalarEmbedding",
     "TimeInputs",
+    "TimePairLogVariance",
+    "composite_layer_norms",
     "patchify",
     "sinusoidal_features",
     "unpatchify",

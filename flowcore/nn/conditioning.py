@@ -189,3 +189,84 @@ def zero_init(layer: nn.Linear) -> nn.Linear:
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
     return layer
+
+
+def check_decoupled_blocks(model: str, decoupled_blocks: int, depth: int, time_inputs: TimeInputs) -> None:
+    """Raise unless 0 <= decoupled_blocks <= depth and (when > 0) the time inputs include t."""
+    if not 0 <= decoupled_blocks <= depth:
+        raise ValueError(f"{model}: decoupled_blocks must be in [0, depth={depth}], got {decoupled_blocks}")
+    if decoupled_blocks and time_inputs is TimeInputs.GAP:
+        raise ValueError(f"{model}: decoupled_blocks > 0 needs a time input that contains t (T_GAP or T_S), not GAP: a decoupled block sees one time")
+
+
+def decoupled_conditions(
+    embed: ConditionEmbeddings, t: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None, c: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two condition stacks of a Decoupled MeanFlow network (Lee et al. 2025, arXiv 2510.24474):
+    (embed(t, t, y, c), embed(s, s, y, c)), each (B, K, width).
+
+    DMF turns a velocity model v(z, t) into a flow map F(z, t, s) without new parameters: the first
+    blocks (the encoder) see the current time t, the last blocks and the output layer (the decoder)
+    the target time s. Here each part sees the time inputs a velocity model gets at its time
+    (T_GAP: (t, 0) and (s, 0); T_S: (t, t) and (s, s)), so a checkpoint trained as a velocity model
+    (called with s = t) loads unchanged and F(z, t, t) is exactly its velocity.
+    """
+    return embed(t, t, y, c), embed(s, s, y, c)
+
+
+class TimePairLogVariance(nn.Module):
+    """A learned log-variance lv(t, s) = W [phi(t), phi(s)] + b of a time pair, zero at init.
+
+    Decoupled MeanFlow (Lee et al. 2025, arXiv 2510.24474) uses one linear layer on the sinusoidal
+    features of (t, r) to weight its per-sample loss (``flowcore.losses.adaptive_cauchy``).
+    (B,), (B,) -> (B,).
+    """
+
+    def __init__(self, n_features: int = 128):
+        super().__init__()
+        self.n_features = n_features
+        self.linear = zero_init(nn.Linear(2 * n_features, 1))
+
+    def forward(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if t.dim() != 1 or t.shape != s.shape:
+            raise ValueError(f"TimePairLogVariance: t and s must have the same shape (B,), got {tuple(t.shape)} and {tuple(s.shape)}")
+        phi = torch.cat([sinusoidal_features(t, self.n_features), sinusoidal_features(s, self.n_features)], dim=-1)
+        return self.linear(phi.to(self.linear.weight.dtype)).squeeze(-1)
+
+
+class CompositeLayerNorm(nn.Module):
+    """The layer norm of an ``nn.LayerNorm`` (same parameters, same state-dict keys), written with
+    mean/variance ops: y = (x - mean) / sqrt(var + eps) * weight + bias.
+
+    Needed where a loss backpropagates THROUGH a forward-mode tangent (TVM's dF/ds): torch's fused
+    layer_norm computes its JVP from the saved mean and rstd without their autograd history, so the
+    gradient of that JVP is silently wrong (measured in torch 2.13; pytorch/pytorch#196700 reports
+    the same root cause for nested JVPs). Composite ops have exact forward-over-reverse derivatives.
+    """
+
+    def __init__(self, norm: nn.LayerNorm):
+        super().__init__()
+        if not isinstance(norm, nn.LayerNorm):
+            raise TypeError(f"CompositeLayerNorm wraps an nn.LayerNorm, got {type(norm).__name__}")
+        self.normalized_shape, self.eps = tuple(norm.normalized_shape), norm.eps
+        self.register_parameter("weight", norm.weight)
+        self.register_parameter("bias", norm.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(-len(self.normalized_shape), 0))
+        centered = x - x.mean(dim=dims, keepdim=True)
+        y = centered * torch.rsqrt(centered.pow(2).mean(dim=dims, keepdim=True) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        return y if self.bias is None else y + self.bias
+
+
+def composite_layer_norms(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.LayerNorm`` inside ``model`` by a ``CompositeLayerNorm``, in place (the
+    weights are shared, checkpoints stay compatible); returns ``model``. Use it on a network whose
+    loss differentiates through a JVP (``grad_through_tangent=True``)."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.LayerNorm):
+                setattr(module, name, CompositeLayerNorm(child))
+    return model

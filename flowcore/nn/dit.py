@@ -15,7 +15,10 @@ import torch
 from torch import nn
 
 from flowcore.attention import attention
-from flowcore.nn.conditioning import AdaptiveOutput, ConditionEmbeddings, TimeInputs, check_call, modulate, sinusoidal_features, zero_init
+from flowcore.nn.conditioning import (
+    AdaptiveOutput, ConditionEmbeddings, TimeInputs, check_call, check_decoupled_blocks, decoupled_conditions, modulate, sinusoidal_features,
+    zero_init,
+)
 
 
 class Conditioning(enum.Enum):
@@ -32,7 +35,9 @@ class DiTConfig:
     ``width``; ``depth`` blocks of ``heads``-head attention and a 4x MLP. ``n_register_tokens``
     learned tokens are prepended (and dropped at the output). ``aux_head`` duplicates only the final
     layer (norm + modulation + linear) for a second output on the shared trunk (iMF's v-head;
-    iMF duplicates its last 8 blocks, here the cheap end of that choice)."""
+    iMF duplicates its last 8 blocks, here the cheap end of that choice). ``decoupled_blocks`` = k > 0
+    (adaLN only): blocks [0, k) are conditioned on t, blocks [k, depth) and the final layer on s
+    (Decoupled MeanFlow, see ``conditioning.decoupled_conditions``); 0 = off."""
 
     image_size: int = 8
     channels: int = 1
@@ -46,6 +51,7 @@ class DiTConfig:
     conditioning: Conditioning = Conditioning.ADALN_ZERO
     n_register_tokens: int = 0
     aux_head: bool = False
+    decoupled_blocks: int = 0
 
     def __post_init__(self) -> None:
         for name in ("image_size", "channels", "patch", "width", "depth", "heads"):
@@ -64,6 +70,9 @@ class DiTConfig:
             raise TypeError(f"DiTConfig: time_inputs must be a TimeInputs, got {self.time_inputs!r}")
         if not isinstance(self.conditioning, Conditioning):
             raise TypeError(f"DiTConfig: conditioning must be a Conditioning, got {self.conditioning!r}")
+        check_decoupled_blocks("DiTConfig", self.decoupled_blocks, self.depth, self.time_inputs)
+        if self.decoupled_blocks and self.conditioning is not Conditioning.ADALN_ZERO:
+            raise ValueError("DiTConfig: decoupled_blocks > 0 needs adaLN-zero conditioning (in-context tokens are not per-block conditions)")
 
     @property
     def grid(self) -> int:
@@ -198,17 +207,20 @@ class DiT(nn.Module):
         expected = (cfg.channels, cfg.image_size, cfg.image_size)
         if z.dim() != 4 or tuple(z.shape[1:]) != expected:
             raise ValueError(f"DiT: z must have shape (B, {', '.join(map(str, expected))}), got {tuple(z.shape)}")
-        conditions = self.embed(t, s, y, c)
+        k = cfg.decoupled_blocks
+        conditions = self.embed(t, s, y, c) if k == 0 else None
         x = self.patch_embed(patchify(z, cfg.patch)) + self.positions
         prefix = [] if self.registers is None else [self.registers.expand(z.shape[0], -1, -1)]
         if cfg.conditioning is Conditioning.IN_CONTEXT:
             prefix.insert(0, conditions)
-            cond = None
+            cond = cond_early = None
+        elif k:
+            cond_early, cond = (nn.functional.silu(e.sum(dim=1)) for e in decoupled_conditions(self.embed, t, s, y, c))
         else:
-            cond = nn.functional.silu(conditions.sum(dim=1))
+            cond = cond_early = nn.functional.silu(conditions.sum(dim=1))
         x = torch.cat([*prefix, x], dim=1) if prefix else x
-        for block in self.blocks:
-            x = block(x, cond)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cond_early if i < k else cond)
         x = x[:, x.shape[1] - cfg.grid * cfg.grid :]
         out = self.image(self.head(x, cond))
         if self.aux is None:

@@ -8,7 +8,9 @@ import math
 import torch
 from torch import nn
 
-from flowcore.nn.conditioning import AdaptiveOutput, ConditionEmbeddings, TimeInputs, check_call, modulate, zero_init
+from flowcore.nn.conditioning import (
+    AdaptiveOutput, ConditionEmbeddings, TimeInputs, check_call, check_decoupled_blocks, decoupled_conditions, modulate, zero_init,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +20,9 @@ class MLPConfig:
     modulates every block (kept below ``width``: the per-sample modulation matmul cond_width x
     3 width would otherwise cost more than the block itself); num_classes > 0 makes the model
     class-conditional (plus a null class); n_scalar_conds: columns of c; aux_head: also return a
-    second output from the shared trunk (iMF's v-head)."""
+    second output from the shared trunk (iMF's v-head); decoupled_blocks: k > 0 conditions blocks
+    [0, k) on t and blocks [k, depth) plus the output layer on s (Decoupled MeanFlow, see
+    ``conditioning.decoupled_conditions``), 0 = off."""
 
     dim: int
     width: int = 512
@@ -28,6 +32,7 @@ class MLPConfig:
     n_scalar_conds: int = 0
     time_inputs: TimeInputs = TimeInputs.T_GAP
     aux_head: bool = False
+    decoupled_blocks: int = 0
 
     def __post_init__(self) -> None:
         for name in ("dim", "width", "depth", "cond_width"):
@@ -38,6 +43,7 @@ class MLPConfig:
                 raise ValueError(f"MLPConfig: {name} must be >= 0, got {getattr(self, name)}")
         if not isinstance(self.time_inputs, TimeInputs):
             raise TypeError(f"MLPConfig: time_inputs must be a TimeInputs, got {self.time_inputs!r}")
+        check_decoupled_blocks("MLPConfig", self.decoupled_blocks, self.depth, self.time_inputs)
 
 
 class ResidualBlock(nn.Module):
@@ -85,10 +91,14 @@ class MLP(nn.Module):
         check_call("MLP", z, t, s, y, c, num_classes=cfg.num_classes, n_scalar_conds=cfg.n_scalar_conds)
         if z.dim() < 2 or math.prod(z.shape[1:]) != cfg.dim:
             raise ValueError(f"MLP: z must have shape (B, ...) with {cfg.dim} values per sample, got {tuple(z.shape)}")
-        cond = nn.functional.silu(self.embed(t, s, y, c).sum(dim=1))
+        k = cfg.decoupled_blocks
+        if k == 0:
+            cond = cond_early = nn.functional.silu(self.embed(t, s, y, c).sum(dim=1))
+        else:
+            cond_early, cond = (nn.functional.silu(e.sum(dim=1)) for e in decoupled_conditions(self.embed, t, s, y, c))
         h = self.input(z.reshape(z.shape[0], cfg.dim))
-        for block in self.blocks:
-            h = block(h, cond)
+        for i, block in enumerate(self.blocks):
+            h = block(h, cond_early if i < k else cond)
         out = self.head(h, cond).reshape(z.shape)
         if self.aux is None:
             return out

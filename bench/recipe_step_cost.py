@@ -1,0 +1,88 @@
+"""Each recipe's training-step time relative to a flow-matching step, measured by running the recipes.
+
+Every recipe is run as shipped (its own loss, derivative back end and optimizer) on the same data,
+model, width and batch as ``recipes/fm.py``. A recipe's time per step is the slope between a short
+and a longer run, (T(long) - T(short)) / (long - short) from the ``train_seconds`` each run writes,
+so start-up, warm-up and the final checkpoint cancel. Runs are interleaved round-robin with the FM
+reference and the median of --repeats slopes is reported: the ratios come from one run of this
+script, side by side.
+
+    python bench/recipe_step_cost.py                        # every recipe found, MLP and DiT
+    python bench/recipe_step_cost.py --recipes meanflow pmf --json bench/out/recipe_step_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DERIVATIVES = {
+    "meanflow": ("jvp", "fd", "fused"), "pmf": ("jvp", "fd", "fused"), "imf": ("jvp", "fd", "fused"),
+    "alphaflow": ("jvp", "fd", "fused"), "uaimf": ("jvp", "fd", "fused"), "dmf": ("jvp", "fd", "fused"),
+    "tvm": ("jvp", "fd", "fused"), "scm": ("jvp", "fd", "fused"),
+    "rectified_flow": (None,), "jit": (None,), "cm": (None,), "freeflow": (None,), "metaflow": (None,),
+}
+"""Recipes and the --derivative back ends each is timed with (None: the recipe takes no derivative)."""
+MODELS = {"mlp": ["--model", "mlp", "--width", "512", "--depth", "4"], "dit": ["--model", "dit", "--width", "128", "--depth", "4"]}
+
+
+def train_seconds(recipe: str, flags: list[str], steps: int) -> float:
+    """train_seconds of one run of ``recipe`` with ``flags`` for ``steps`` steps (tiny evaluation)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), *flags, "--steps", str(steps), "--ckpt-every", str(10 ** 9),
+               "--eval-samples", "64", "--out", out]
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return json.loads((Path(out) / "metrics.json").read_text())["train_seconds"]
+
+
+def seconds_per_step(recipe: str, flags: list[str], short: int, long: int) -> float:
+    return (train_seconds(recipe, flags, long) - train_seconds(recipe, flags, short)) / (long - short)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipes", nargs="+", default=None, help="recipes to time (default: every one in recipes/ listed in DERIVATIVES)")
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--short", type=int, default=10, help="steps of the short run (default: %(default)s)")
+    p.add_argument("--long", type=int, default=60, help="steps of the long run (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    recipes = args.recipes or [r for r in DERIVATIVES if (ROOT / "recipes" / f"{r}.py").is_file()]
+    unknown = [r for r in recipes if r not in DERIVATIVES]
+    if unknown:
+        raise SystemExit(f"unknown recipes {unknown}; known: {sorted(DERIVATIVES)}")
+    report: dict = {"batch": args.batch, "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), "rows": []}
+    for model in args.models:
+        base = ["--data", "digits", "--batch", str(args.batch), *MODELS[model]]
+        cases = [(r, d) for r in recipes for d in DERIVATIVES[r] if not (d == "fused" and model == "mlp")]
+        fm_times, times = [], {case: [] for case in cases}
+        for _ in range(args.repeats):
+            for case in cases:
+                fm_times.append(seconds_per_step("fm", base, args.short, args.long))
+                recipe, derivative = case
+                flags = base + (["--derivative", derivative] if derivative else [])
+                times[case].append(seconds_per_step(recipe, flags, args.short, args.long))
+        fm = statistics.median(fm_times)
+        for (recipe, derivative), ts in times.items():
+            row = {"model": model, "recipe": recipe, "derivative": derivative or "-", "ms_per_step": 1e3 * statistics.median(ts),
+                   "fm_ms_per_step": 1e3 * fm, "ratio_to_fm": statistics.median(ts) / fm}
+            report["rows"].append(row)
+            print(f"{model:4s} {recipe:15s} {row['derivative']:6s} {row['ms_per_step']:8.1f} ms/step  x{row['ratio_to_fm']:.2f} of FM ({row['fm_ms_per_step']:.1f} ms)", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

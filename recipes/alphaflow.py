@@ -1,0 +1,108 @@
+"""alpha-Flow (Zhang et al. 2025, arXiv 2510.20771, "AlphaFlow: Understanding and Improving MeanFlow
+Models"): MeanFlow's objective split into trajectory flow matching and trajectory consistency, and a
+curriculum from one to the other. On the rows with s < t the target is
+
+    u_tgt = alpha v_g + (1 - alpha) u(z_t - dt v_g, t - dt, s),   dt = alpha (t - s)      (no JVP)
+    L = alpha sum_d (u - sg u_tgt)^2 / sg(sum_d (u - sg u_tgt)^2 + c)                  (adaptive weight)
+
+alpha = 1 is trajectory flow matching (u_tgt = v_g); alpha -> 0 gives MeanFlow's gradient. alpha follows
+the official sigmoid (gamma = 25, snapped to 1 / 0 within 0.005) from 1 down to 0 over the run; once it
+is 0 the rows use MeanFlow's target v_g - (t - s) du/dt with du/dt from --derivative. The rows with
+s = t (--fm-fraction, 0.5 as the official B/2 run) regress v_g. Everything else is recipes/meanflow.py:
+t, s ~ logit-normal(-0.4, 1) sorted, training-time CFG on digits (omega, kappa, 10% label dropout),
+adaptive weight p = 1, c = 0.01 on a sum over dims, sampling z_s = z_t + (s - t) u at 1, 2, 4 NFE.
+
+    python recipes/alphaflow.py                              # digits
+    python recipes/alphaflow.py --data checkerboard --steps 12000 --batch 256
+    python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits   # comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from flowcore import experiment, guidance, losses, sampling, targets, train
+from flowcore.derivatives import Derivative, DirectionalDerivative
+from flowcore.interpolants import LinearPath, sample_path
+from flowcore.times import LogitNormal, SigmoidCurriculum, sample_pairs, uniform_grid
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    experiment.add_common_args(p, data="digits", steps=7000, batch=128, lr=1e-3, depth=4, out="runs/alphaflow")
+    p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end once alpha = 0 (default: %(default)s)")
+    p.add_argument("--fm-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
+    p.add_argument("--curriculum-steps", type=int, default=None, help="length the alpha curriculum is laid on (default: --steps; keep it when a resumed run extends --steps)")
+    p.add_argument("--alpha-start", type=float, default=0.0, help="fraction of the curriculum where the alpha sigmoid starts (default: %(default)s)")
+    p.add_argument("--alpha-end", type=float, default=1.0, help="fraction of the curriculum where it ends (default: %(default)s)")
+    p.add_argument("--gamma", type=float, default=25.0, help="sigmoid sharpness of the alpha curriculum (default: %(default)s)")
+    p.add_argument("--p", type=float, default=1.0, help="adaptive-weight power (default: %(default)s)")
+    p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, on a sum over dims (default: %(default)s)")
+    p.add_argument("--omega", type=float, default=1.5, help="training-time CFG omega, digits (default: %(default)s)")
+    p.add_argument("--kappa", type=float, default=0.5, help="training-time CFG kappa, digits (default: %(default)s)")
+    p.add_argument("--label-drop", type=float, default=0.1, help="label dropout, digits (default: %(default)s)")
+    args = experiment.finalize_args(p.parse_args(argv))
+    args.curriculum_steps = args.steps if args.curriculum_steps is None else args.curriculum_steps
+    if args.curriculum_steps < 1:
+        raise SystemExit(f"--curriculum-steps must be >= 1, got {args.curriculum_steps}")
+    if not 0.0 <= args.alpha_start < args.alpha_end <= 1.0:
+        raise SystemExit(f"--alpha-start and --alpha-end need 0 <= start < end <= 1, got {args.alpha_start}, {args.alpha_end}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    run = experiment.setup(args)
+    dist, source, net, ema = run.dist, run.source, run.net, run.ema
+    optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr)
+    path, t_dist, derivative = LinearPath(), LogitNormal(-0.4, 1.0), DirectionalDerivative(args.derivative)
+    start = round(args.alpha_start * args.curriculum_steps)
+    alpha_of = SigmoidCurriculum(start, max(round(args.alpha_end * args.curriculum_steps), start + 1), gamma=args.gamma)
+
+    def guided_velocity(z: torch.Tensor, t: torch.Tensor, v: torch.Tensor, y: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            u_both = net(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, source.null_class)]))
+        u_cond, u_uncond = u_both.chunk(2)
+        v_g = guidance.meanflow_guided_velocity(v, u_cond, u_uncond, args.omega, args.kappa)
+        return torch.where(dropped.reshape(-1, *[1] * (v.dim() - 1)), v, v_g)
+
+    def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        alpha = alpha_of(step)
+        x, y = source.batch(args.batch // dist.world_size)
+        t, s = sample_pairs(x.shape[0], t_dist, equal_fraction=args.fm_fraction)
+        z, v = sample_path(path, x, torch.randn_like(x), t)
+        if y is not None:
+            y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
+            v = guided_velocity(z, t, v, y, dropped)
+        if alpha > 0:
+            z_mid, t_mid = targets.alphaflow_intermediate(z, v, t, s, alpha)
+            with torch.no_grad():
+                u_mid = net(z_mid, t_mid, s, y) if alpha < 1 else torch.zeros_like(v)
+            u_tgt = targets.alphaflow_target(v, u_mid, t, s, alpha)
+            u = net(z, t, s, y)
+            row_weight = torch.where(t > s, alpha, 1.0)
+        else:
+            u, du_dt = derivative(lambda z_, t_: net(z_, t_, s, y), (z, t), (v, torch.ones_like(t)))
+            u_tgt, row_weight = targets.meanflow_target(v, t, s, du_dt), torch.ones_like(t)
+        per_sample = losses.squared_error(u, u_tgt.detach(), losses.Reduce.SUM)
+        loss = (row_weight * losses.adaptively_weighted(per_sample, args.p, args.c)).mean()
+        return loss, {"loss": loss.item(), "mse": per_sample.mean().item(), "alpha": alpha}
+
+    history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, "alphaflow")
+    if not dist.is_main:
+        train.close_distributed()
+        return {}
+    student = ema.averaged(args.ema).eval()
+    generators = {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(lambda z, t, s: student(z, t, s, y), eps, uniform_grid(k)))
+                  for k in (1, 2, 4)}
+    results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
+    experiment.write_outputs(args.out, args, source, results, samples, history,
+                             {"recipe": "alphaflow", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value})
+    train.close_distributed()
+    return results
+
+
+if __name__ == "__main__":
+    experiment.run_script(main)

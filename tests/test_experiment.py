@@ -1,0 +1,30 @@
+"""The recipes' shared plumbing: the learning-rate tail decay and loading a teacher checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flowcore import experiment, train
+from tests.test_recipes import load_recipe
+
+
+def test_linear_decay_tail_follows_its_formula():
+    schedule = experiment.linear_decay_tail(100, 0.25)
+    assert [schedule(k) for k in (0, 74, 75, 76, 90, 99)] == pytest.approx([1.0, 1.0, 1.0, 24 / 25, 10 / 25, 1 / 25])
+    assert experiment.linear_decay_tail(100, 0.0) is None
+
+
+def test_teacher_loads_the_fm_checkpoints_ema_weights(tmp_path):
+    load_recipe("fm").main(["--smoke", "--data", "checkerboard", "--out", str(tmp_path)])
+    source = experiment.load_source("checkerboard")
+    dist = train.Dist(0, 1, torch.device("cpu"))
+    teacher = experiment.load_teacher(tmp_path / train.CHECKPOINT_NAME, source, dist)
+    config = train.checkpoint_info(tmp_path / train.CHECKPOINT_NAME).config
+    reference = experiment.build_model(experiment.ModelKind.MLP, source, width=config["width"], depth=config["depth"])
+    train.load_weights(tmp_path / train.CHECKPOINT_NAME, {train.ema_name(config["ema"]): reference})
+    z, t = torch.randn(16, 2), torch.rand(16)
+    assert torch.equal(teacher(z, t, t), reference.eval()(z, t, t))
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with pytest.raises(ValueError, match="trained on 'checkerboard', not on 'moons'"):
+        experiment.load_teacher(tmp_path / train.CHECKPOINT_NAME, experiment.load_source("moons"), dist)
