@@ -20,11 +20,14 @@ RUNS = {
     "fm (checkerboard)": ROOT / "runs/fm_checkerboard/metrics.json",
     "meanflow (checkerboard)": ROOT / "runs/meanflow/metrics.json",
     "pmf (digits)": ROOT / "runs/pmf/metrics.json",
+    **{f"{r} (default)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "rectified_flow", "imf", "alphaflow", "uaimf", "dmf", "tvm", "jit", "cm", "scm", "freeflow", "metaflow")},
 }
 BENCHES = {
     "step_cost": ROOT / "bench/out/step_cost.json",
     "fm_vs_peers": ROOT / "bench/out/fm_vs_peers.json",
     "jvp_attention": ROOT / "bench/out/jvp_attention.json",
+    "recipe_step_cost": ROOT / "bench/out/recipe_step_cost.json",
 }
 
 
@@ -73,6 +76,15 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
         one = pmf["results"]["1nfe"]
         row("pMF 1-NFE FD / FM 50-step FD (digits)", one["fd"] / teacher, "<= 1.5", one["fd"] / teacher <= 1.5)
         row("pMF 1-NFE class accuracy", one["class_acc"], ">= 0.90", one["class_acc"] >= 0.90)
+    for label, m in runs.items():
+        res = m["results"]
+        if fm and label.endswith("(default)") and "fd" in res.get("1nfe", {}):
+            teacher = best(fm["results"], ["euler50", "heun50"], "fd")
+            one = res["1nfe"]
+            row(f"{label.split()[0]} 1-NFE FD / FM 50-step FD (digits)", one["fd"] / teacher, "<= 1.5", one["fd"] / teacher <= 1.5)
+            row(f"{label.split()[0]} 1-NFE class accuracy", one["class_acc"], ">= 0.90", one["class_acc"] >= 0.90)
+            if "2nfe" in res:
+                row(f"{label.split()[0]} 2-NFE FD / 1-NFE FD", res["2nfe"]["fd"] / one["fd"], "<= 1", res["2nfe"]["fd"] <= one["fd"])
     if benches.get("step_cost"):
         for r in benches["step_cost"]["rows"]:
             ratios = {k[6:]: v for k, v in r.items() if k.startswith("ratio_")}
@@ -128,6 +140,12 @@ def section() -> str:
     if benches.get("step_cost"):
         b = benches["step_cost"]
         parts += ["", f"Step cost: batch {b['batch']}, median of {b['repeats']}, {b['threads']} threads (`bench/step_cost.py`)."]
+    if rsc := benches.get("recipe_step_cost"):
+        parts += ["", f"Each recipe's own training step against an FM step, same model and batch {rsc['batch']}, {rsc['threads']} threads "
+                  "(`bench/recipe_step_cost.py`: slope of train_seconds between a 10- and a 60-step run):", "",
+                  "| model | recipe | derivative | ms / step | x FM step |", "|---|---|---|---|---|"]
+        for r in rsc["rows"]:
+            parts.append(f"| {r['model']} | {r['recipe']} | {r['derivative']} | {r['ms_per_step']:.1f} | {r['ratio_to_fm']:.2f} |")
     if att := benches.get("jvp_attention"):
         parts += ["", f"Attention: B=1, H=8, D=64, fp32, {att['threads']} threads, median times in ms (`bench/jvp_attention.py`):", "",
                   "| N | " + " | ".join(att["times_ms"]) + " |", "|---|" + "---|" * len(att["times_ms"])]
