@@ -142,7 +142,8 @@ def section() -> str:
         parts += ["", f"Step cost: batch {b['batch']}, median of {b['repeats']}, {b['threads']} threads (`bench/step_cost.py`)."]
     if rsc := benches.get("recipe_step_cost"):
         parts += ["", f"Each recipe's own training step against an FM step, same model and batch {rsc['batch']}, {rsc['threads']} threads "
-                  "(`bench/recipe_step_cost.py`: slope of train_seconds between a 10- and a 60-step run):", "",
+                  "(`bench/recipe_step_cost.py`: slope of train_seconds between a 10- and a 60-step run; train_seconds is rounded to 0.1 s, "
+                  "so each time has a 2 ms resolution):", "",
                   "| model | recipe | derivative | ms / step | x FM step |", "|---|---|---|---|---|"]
         for r in rsc["rows"]:
             parts.append(f"| {r['model']} | {r['recipe']} | {r['derivative']} | {r['ms_per_step']:.1f} | {r['ratio_to_fm']:.2f} |")
