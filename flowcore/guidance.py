@@ -104,3 +104,22 @@ def guided_in_interval(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], y
         return cfg_combine(cond, uncond, scale)
 
     return field
+
+
+def meanflow_training_velocity(
+    velocity: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], z: Tensor, t: Tensor, v: Tensor, y: Tensor,
+    dropped: Tensor, null_class: int, omega: float, kappa: float,
+) -> Tensor:
+    """MeanFlow's training-time CFG velocity from the network's own instantaneous velocities (no gradient):
+
+        v_g = omega v + kappa u(z, t, t | y) + (1 - omega - kappa) u(z, t, t | null),   v_g = v on dropped rows
+
+    (Geng et al. 2025, arXiv 2505.13447; ``meanflow_guided_velocity``). ``velocity(z, t, s, y)`` is the
+    flow-map network; ``dropped`` (B,) bool marks the rows whose label was dropped to ``null_class``.
+    """
+    if dropped.shape != (v.shape[0],) or dropped.dtype != torch.bool:
+        raise ValueError(f"dropped must be a (B,) bool tensor with B = {v.shape[0]}, got {tuple(dropped.shape)} {dropped.dtype}")
+    with torch.no_grad():
+        both = velocity(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_class)]))
+    u_cond, u_uncond = both.chunk(2)
+    return torch.where(expand_time(dropped, v), v, meanflow_guided_velocity(v, u_cond, u_uncond, omega, kappa))

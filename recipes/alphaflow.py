@@ -61,13 +61,6 @@ def main(argv: list[str] | None = None) -> dict:
     start = round(args.alpha_start * args.curriculum_steps)
     alpha_of = SigmoidCurriculum(start, max(round(args.alpha_end * args.curriculum_steps), start + 1), gamma=args.gamma)
 
-    def guided_velocity(z: torch.Tensor, t: torch.Tensor, v: torch.Tensor, y: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            u_both = net(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, source.null_class)]))
-        u_cond, u_uncond = u_both.chunk(2)
-        v_g = guidance.meanflow_guided_velocity(v, u_cond, u_uncond, args.omega, args.kappa)
-        return torch.where(dropped.reshape(-1, *[1] * (v.dim() - 1)), v, v_g)
-
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         alpha = alpha_of(step)
         x, y = source.batch(args.batch // dist.world_size)
@@ -75,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         z, v = sample_path(path, x, torch.randn_like(x), t)
         if y is not None:
             y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
-            v = guided_velocity(z, t, v, y, dropped)
+            v = guidance.meanflow_training_velocity(net, z, t, v, y, dropped, source.null_class, args.omega, args.kappa)
         if alpha > 0:
             z_mid, t_mid = targets.alphaflow_intermediate(z, v, t, s, alpha)
             with torch.no_grad():

@@ -45,20 +45,13 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr)
     path, t_dist, derivative = LinearPath(), LogitNormal(-0.4, 1.0), DirectionalDerivative(args.derivative)
 
-    def guided_velocity(z: torch.Tensor, t: torch.Tensor, v: torch.Tensor, y: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            u_both = net(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, source.null_class)]))
-        u_cond, u_uncond = u_both.chunk(2)
-        v_g = guidance.meanflow_guided_velocity(v, u_cond, u_uncond, args.omega, args.kappa)
-        return torch.where(dropped.reshape(-1, *[1] * (v.dim() - 1)), v, v_g)
-
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = source.batch(args.batch // dist.world_size)
         t, s = sample_pairs(x.shape[0], t_dist, equal_fraction=args.equal_fraction)
         z, v = sample_path(path, x, torch.randn_like(x), t)
         if y is not None:
             y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
-            v = guided_velocity(z, t, v, y, dropped)
+            v = guidance.meanflow_training_velocity(net, z, t, v, y, dropped, source.null_class, args.omega, args.kappa)
         u, du_dt = derivative(lambda z_, t_: net(z_, t_, s, y), (z, t), (v, torch.ones_like(t)))
         u_tgt = targets.meanflow_target(v, t, s, du_dt).detach()
         per_sample = losses.squared_error(u, u_tgt, losses.Reduce.SUM)

@@ -78,13 +78,6 @@ def main(argv: list[str] | None = None) -> dict:
     lam = losses.gap_weight_normalizer(t0 - s0)
     snr_scale = 1.0 / losses.min_snr_velocity_weight(t0, args.min_snr_gamma).mean().item()
 
-    def guided_velocity(z: torch.Tensor, t: torch.Tensor, v: torch.Tensor, y: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            u_both = net(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, source.null_class)]))
-        u_cond, u_uncond = u_both.chunk(2)
-        v_g = guidance.meanflow_guided_velocity(v, u_cond, u_uncond, args.omega, args.kappa)
-        return torch.where(dropped.reshape(-1, *[1] * (v.dim() - 1)), v, v_g)
-
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         progress = min(1.0, step / args.curriculum_steps)
         x, y = source.batch(args.batch // dist.world_size)
@@ -96,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         z, v = sample_path(path, x, torch.randn_like(x), t)
         if y is not None:
             y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
-            v = guided_velocity(z, t, v, y, dropped)
+            v = guidance.meanflow_training_velocity(net, z, t, v, y, dropped, source.null_class, args.omega, args.kappa)
         u, du_dt = derivative(lambda z_, t_: net(z_, t_, s, y), (z, t), (v, torch.ones_like(t)))
         u_tgt = targets.meanflow_target(v, t, s, du_dt).detach()
         per_sample = losses.squared_error(u, u_tgt, losses.Reduce.SUM)

@@ -28,3 +28,22 @@ def test_teacher_loads_the_fm_checkpoints_ema_weights(tmp_path):
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     with pytest.raises(ValueError, match="trained on 'checkerboard', not on 'moons'"):
         experiment.load_teacher(tmp_path / train.CHECKPOINT_NAME, experiment.load_source("moons"), dist)
+
+
+def test_meanflow_training_velocity_combines_the_networks_own_velocities():
+    from flowcore import guidance
+
+    def velocity(z, t, s, y):  # conditional rows give 2 z, null-class rows give -z
+        assert torch.equal(t, s)
+        return torch.where((y == 10)[:, None], -z, 2 * z)
+
+    z, v = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    t, y = torch.rand(4, dtype=torch.float64), torch.tensor([1, 2, 3, 4])
+    dropped = torch.tensor([False, True, False, False])
+    z.requires_grad_(True)
+    out = guidance.meanflow_training_velocity(velocity, z, t, v, y, dropped, 10, omega=1.5, kappa=0.5)
+    expected = 1.5 * v + 0.5 * (2 * z) + (1 - 1.5 - 0.5) * (-z)
+    assert torch.allclose(out[~dropped], expected[~dropped].detach(), atol=1e-14)
+    assert torch.equal(out[1], v[1]) and not out.requires_grad
+    with pytest.raises(ValueError, match="dropped must be a"):
+        guidance.meanflow_training_velocity(velocity, z, t, v, y, dropped.float(), 10, omega=1.5, kappa=0.5)
