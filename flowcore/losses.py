@@ -131,3 +131,20 @@ def consistency_gap_weight(t: Tensor, s: Tensor) -> Tensor:
         raise ValueError("consistency_gap_weight needs 0 <= s < t < 1 on every row")
     t64, s64 = t.detach().double(), s.detach().double()
     return (1.0 / (t64 / (1 - t64) - s64 / (1 - s64))).to(t.dtype)
+
+
+def two_stream_loss(pixel_loss: Tensor, latent_loss: Tensor, pixel_weight: Tensor, latent_weight: Tensor,
+                    latent_scale: float = 0.333) -> Tensor:
+    """Latent Forcing's loss (Baade et al. 2026, arXiv 2602.11401, official ``DenoiserCoT.forward``):
+
+        L = (1/B) sum_i w_pix,i L_pix,i + latent_scale (1/B) sum_i w_lat,i L_lat,i
+
+    with per-sample losses L (B,) (the official code: mean over each stream's elements) and per-row
+    stream weights w (B,) (0/1 for the cascaded sampler). Both means run over the whole batch, not over
+    the rows of one stream, so a stream chosen on a fraction p of the rows weighs p in the total. Scalar."""
+    for name, x in (("pixel_loss", pixel_loss), ("latent_loss", latent_loss), ("pixel_weight", pixel_weight), ("latent_weight", latent_weight)):
+        if x.dim() != 1 or x.shape != pixel_loss.shape:
+            raise ValueError(f"two_stream_loss: {name} must be a (B,) tensor like pixel_loss {tuple(pixel_loss.shape)}, got {tuple(x.shape)}")
+    if latent_scale < 0:
+        raise ValueError(f"latent_scale must be >= 0, got {latent_scale}")
+    return (pixel_weight * pixel_loss).mean() + latent_scale * (latent_weight * latent_loss).mean()

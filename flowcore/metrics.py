@@ -390,3 +390,15 @@ class DigitsJudge:
     def fd_with_floor(self, x_gen: Tensor) -> MetricWithFloor:
         _, (x_b, _) = data.digits_halves()
         return MetricWithFloor(self.fd(x_gen, x_b), self.real_floor())
+
+
+def psnr(x: Tensor, x_ref: Tensor, data_range: float) -> float:
+    """Peak signal-to-noise ratio in dB over the whole batch: 10 log10(data_range^2 / mean (x - x_ref)^2),
+    data_range the peak-to-peak range of the data (2 for images in [-1, 1]). +inf for identical inputs."""
+    _check_pair(x.flatten(1), x_ref.flatten(1))
+    if x.shape != x_ref.shape:
+        raise ValueError(f"x and x_ref must have the same shape, got {tuple(x.shape)} and {tuple(x_ref.shape)}")
+    if not data_range > 0:
+        raise ValueError(f"data_range must be positive, got {data_range}")
+    mse = (x.double() - x_ref.double()).pow(2).mean()
+    return float(10 * torch.log10(data_range**2 / mse))

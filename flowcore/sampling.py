@@ -130,3 +130,73 @@ def consistency_sample(denoise: VelocityField, eps: Tensor, times: Tensor, path:
             fresh = torch.randn(eps.shape, generator=generator, dtype=eps.dtype).to(eps.device)
             z, _ = sample_path(path, x, fresh, _full(z, times[i + 1]))
     return x
+
+
+StreamField = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+"""(z_pix, z_lat, t_pix, t_lat) -> (v_pix, v_lat): the velocities of a two-stream model, times (B,)."""
+
+
+def cascaded_stream_grids(steps: int) -> tuple[Tensor, Tensor]:
+    """Latent Forcing's two-phase sampling schedule (Baade et al. 2026, arXiv 2602.11401, official
+    ``get_generate_timesteps`` for the cascaded modes), in flowcore time, as (t_pix, t_lat) grids of
+    steps + 1 points, k = steps / 2:
+
+        steps 1..k:      t_lat 1 -> 0 evenly, t_pix = 1   (the latent is generated; pixels stay pure noise)
+        steps k+1..2k:   t_pix 1 -> 0 evenly, t_lat = 0   (the pixels are generated beside the clean latent)
+
+    The paper's grids (data at 1) are 1 - these; its default dino_max_t = 1 and gen_shift = 1 are used."""
+    if steps < 2 or steps % 2:
+        raise ValueError(f"the two-phase schedule needs an even number of steps >= 2, got {steps}")
+    k = steps // 2
+    ramp = torch.linspace(1.0, 0.0, k + 1)
+    t_lat = torch.cat([ramp, torch.zeros(k)])
+    t_pix = torch.cat([torch.ones(k), ramp])
+    return t_pix, t_lat
+
+
+def simultaneous_stream_grids(steps: int) -> tuple[Tensor, Tensor]:
+    """Both streams on the same uniform grid 1 -> 0 (the joint-times model's schedule; the paper's
+    shifted schedule with shift 1 and offset 0)."""
+    grid = torch.linspace(1.0, 0.0, steps + 1)
+    _check_grid(grid)
+    return grid, grid.clone()
+
+
+def _check_stream_grids(t_pix: Tensor, t_lat: Tensor) -> None:
+    if t_pix.dim() != 1 or t_pix.shape != t_lat.shape or t_pix.numel() < 2:
+        raise ValueError(f"stream grids must be 1-D of one length >= 2, got {tuple(t_pix.shape)} and {tuple(t_lat.shape)}")
+    for name, g in (("t_pix", t_pix), ("t_lat", t_lat)):
+        if g.min() < 0 or g.max() > 1 or bool((g[1:] > g[:-1]).any()):
+            raise ValueError(f"the {name} grid must lie in [0, 1] and never increase (sampling runs from noise to data)")
+    if not bool(((t_pix[1:] < t_pix[:-1]) | (t_lat[1:] < t_lat[:-1])).all()):
+        raise ValueError("every step of a stream schedule must move at least one stream")
+
+
+@torch.no_grad()
+def stream_euler(field: StreamField, z_pix: Tensor, z_lat: Tensor, t_pix: Tensor, t_lat: Tensor) -> tuple[Tensor, Tensor]:
+    """Euler on two streams with their own grids: z_i <- z_i + (t_i' - t_i) v_i(z_pix, z_lat, t_pix, t_lat).
+    A stream whose time does not move in a step is left unchanged."""
+    _check_stream_grids(t_pix, t_lat)
+    for tp, sp, tl, sl in zip(t_pix[:-1], t_pix[1:], t_lat[:-1], t_lat[1:]):
+        v_pix, v_lat = field(z_pix, z_lat, _full(z_pix, tp), _full(z_lat, tl))
+        z_pix, z_lat = z_pix + (sp - tp).to(z_pix.dtype) * v_pix, z_lat + (sl - tl).to(z_lat.dtype) * v_lat
+    return z_pix, z_lat
+
+
+@torch.no_grad()
+def stream_heun(field: StreamField, z_pix: Tensor, z_lat: Tensor, t_pix: Tensor, t_lat: Tensor) -> tuple[Tensor, Tensor]:
+    """Heun on two streams (the official Latent Forcing sampler, arXiv 2602.11401): predictor
+    z_i' = z_i + h_i v_i(z, t), corrector z_i + h_i (v_i(z, t) + v_i(z', t')) / 2, h_i = t_i' - t_i;
+    the last step (into t_pix = t_lat = 0) is Euler, as in ``heun`` and the official code."""
+    _check_stream_grids(t_pix, t_lat)
+    last = t_pix.numel() - 2
+    for i, (tp, sp, tl, sl) in enumerate(zip(t_pix[:-1], t_pix[1:], t_lat[:-1], t_lat[1:])):
+        h_pix, h_lat = (sp - tp).to(z_pix.dtype), (sl - tl).to(z_lat.dtype)
+        v_pix, v_lat = field(z_pix, z_lat, _full(z_pix, tp), _full(z_lat, tl))
+        p_pix, p_lat = z_pix + h_pix * v_pix, z_lat + h_lat * v_lat
+        if i == last:
+            z_pix, z_lat = p_pix, p_lat
+            continue
+        w_pix, w_lat = field(p_pix, p_lat, _full(z_pix, sp), _full(z_lat, sl))
+        z_pix, z_lat = z_pix + 0.5 * h_pix * (v_pix + w_pix), z_lat + 0.5 * h_lat * (v_lat + w_lat)
+    return z_pix, z_lat

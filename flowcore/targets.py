@@ -276,3 +276,12 @@ def normalize_tangent(g: Tensor, c: float = 0.1) -> Tensor:
         raise ValueError(f"tangent normalisation needs c > 0, got {c}")
     norm = g.flatten(1).norm(dim=1)
     return g / expand_time(norm + c, g)
+
+
+def drifting_target(x: Tensor, drift: Tensor) -> Tensor:
+    """Drifting Models' regression target (Deng et al. 2026, arXiv 2602.04770, Alg. 1): x + V(x), the
+    generated sample (or its feature) moved along the drifting field; L = ||x - sg(x + V)||^2 has value
+    ||V||^2 and gradient -2 V w.r.t. x. ``drift`` from ``flowcore.drifting.drifting_field``."""
+    if x.shape != drift.shape:
+        raise ValueError(f"drifting target: x {tuple(x.shape)} and the drift {tuple(drift.shape)} must have the same shape")
+    return x + drift

@@ -386,3 +386,68 @@ class TrigFlowLogNormal:
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         sigma = torch.exp(self.mean + self.std * torch.randn(n, generator=generator))
         return torch.atan(sigma / self.sigma_data) * (2.0 / math.pi)
+
+
+@dataclass(frozen=True)
+class StreamTimes:
+    """Per-row times of a two-stream (pixel, latent) model and the 0/1 loss weight of each stream,
+    all (B,) in flowcore time (t = 0 data, t = 1 noise)."""
+
+    t_pix: Tensor
+    t_lat: Tensor
+    pixel_weight: Tensor
+    latent_weight: Tensor
+
+
+LATENT_FORCING_PIXEL_TIMES = Mixture((LogitNormal(0.4, 0.8), Uniform(0.5, 1.0)), (0.9, 0.1))
+"""Latent Forcing's pixel time (arXiv 2602.11401) in flowcore time: the paper's (data at t = 1)
+t_pix ~ sigmoid(N(-0.4, 0.8)), on 10% of the rows U[0, 0.5] (near-noise pixels), becomes
+LogitNormal(+0.4, 0.8) with 10% U[0.5, 1]."""
+
+LATENT_FORCING_LATENT_TIMES = LogitNormal(1.2, 1.0)
+"""Latent Forcing's latent time on latent steps: the paper's sigmoid(N(-1.2, 1.0)) is LogitNormal(+1.2, 1.0) here."""
+
+
+def latent_first_times(
+    n: int,
+    p_latent: float = 0.4,
+    latent: TimeDistribution = LATENT_FORCING_LATENT_TIMES,
+    pixel: TimeDistribution = LATENT_FORCING_PIXEL_TIMES,
+    latent_noise: TimeDistribution = Uniform(0.0, 0.25),
+    generator: torch.Generator | None = None,
+) -> StreamTimes:
+    """Latent Forcing's cascaded "latent first" two-time sampler (Baade et al. 2026, arXiv 2602.11401;
+    official ``sample_mode = dino_first_cascaded_noised``), in flowcore time:
+
+        latent step (probability p_latent):  t_lat ~ latent,        t_pix = 1 (pure-noise pixels);  loss on the latent only
+        pixel step  (probability 1 - p):     t_lat ~ latent_noise,  t_pix ~ pixel;                 loss on the pixels only
+
+    The paper puts data at t = 1; with t_flowcore = 1 - t_paper its constants convert as
+    t_lat ~ sigmoid(N(-1.2, 1)) -> LogitNormal(+1.2, 1); t_pix ~ sigmoid(N(-0.4, 0.8)) with 10% U[0, 0.5]
+    -> ``LATENT_FORCING_PIXEL_TIMES``; the slightly noised latent of pixel steps U[0.75, 1] (beta = 0.25)
+    -> U[0, 0.25]; pure-noise pixels t_pix = 0 -> 1. Returns ``StreamTimes`` with
+    pixel_weight = 1 - latent_weight = [pixel step]."""
+    if not 0.0 <= p_latent <= 1.0:
+        raise ValueError(f"p_latent must lie in [0, 1], got {p_latent}")
+    latent_step = torch.rand(n, generator=generator) < p_latent
+    t_lat = torch.where(latent_step, latent.sample(n, generator), latent_noise.sample(n, generator))
+    t_pix = torch.where(latent_step, torch.ones(n), pixel.sample(n, generator))
+    check_times(t_pix, batch=n, name="t_pix")
+    check_times(t_lat, batch=n, name="t_lat")
+    return StreamTimes(t_pix, t_lat, (~latent_step).float(), latent_step.float())
+
+
+def independent_stream_times(
+    n: int,
+    latent: TimeDistribution = LATENT_FORCING_LATENT_TIMES,
+    pixel: TimeDistribution = LATENT_FORCING_PIXEL_TIMES,
+    generator: torch.Generator | None = None,
+) -> StreamTimes:
+    """The joint-random-times ablation of Latent Forcing (arXiv 2602.11401): t_pix ~ pixel and
+    t_lat ~ latent drawn independently on every row, both streams in the loss on every row (weights 1).
+    Without the cascade, neither stream is trained to wait for the other; sample it on a schedule
+    that moves both times together (``sampling.simultaneous_stream_grids``)."""
+    t_pix, t_lat = pixel.sample(n, generator), latent.sample(n, generator)
+    check_times(t_pix, batch=n, name="t_pix")
+    check_times(t_lat, batch=n, name="t_lat")
+    return StreamTimes(t_pix, t_lat, torch.ones(n), torch.ones(n))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
 from pathlib import Path
 
 import torch
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     phases = [(f"reflow{k}", args.out / f"reflow{k}", args.steps, reflow_loss) for k in range(1, args.rounds + 1)]
     phases += [("distill", args.out, args.distill_steps, distill_loss)] if args.distill_steps else []
     rounds, w, history = [teacher], args.cfg if source.conditional else 1.0, {"loss": []}
+    start = time.perf_counter()  # train_seconds: pair generation and every phase, as one figure
     for i, (name, out, steps, loss_for) in enumerate(phases):
         ckpt = out / train.CHECKPOINT_NAME
         phase_resume = resume and ckpt.is_file()
@@ -130,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
             rounds.append(trained)
         else:
             distilled = trained
+    train_seconds = round(time.perf_counter() - start, 1)
     if not dist.is_main:
         train.close_distributed()
         return {}
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         generators["distill_1nfe"] = one_step
         summary.append({"round": f"distill{len(rounds) - 1}", "error_1nfe": (one_step(eps_err, y_err) - reference).square().mean().item()})
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
-    experiment.write_outputs(args.out, args, source, results, samples, history, {"recipe": "rectified_flow", "rounds": summary, "cfg": w})
+    experiment.write_outputs(args.out, args, source, results, samples, history, {"recipe": "rectified_flow", "rounds": summary, "cfg": w, "train_seconds": train_seconds})
     train.print_table({str(r["round"]): {k: v for k, v in r.items() if k != "round"} for r in summary})
     train.close_distributed()
     return results
