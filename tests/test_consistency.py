@@ -14,7 +14,8 @@ import torch
 from flowcore import derivatives, losses, sampling, targets, times
 from flowcore.interpolants import CosinePath, LinearPath, linear_point_of_trigflow, sample_path, trigflow_velocity_from_linear
 from tests import oracles
-from tests.test_recipes import ROOT, _checkpoint, _env, load_recipe
+from tests.recipe_checks import ROOT, assert_help_lists, assert_resume_is_exact, load_recipe
+from tests.recipe_checks import read_checkpoint as _checkpoint, run_env as _env
 
 S2 = 0.25  # data variance of the Gaussian oracle
 SIGMA_D, SIGMA_MIN = 0.5, 0.002
@@ -299,21 +300,14 @@ def test_smoke_writes_every_output(name, extra, tmp_path):
 
 @pytest.mark.parametrize("name", ["cm", "scm"])
 def test_help_lists_flags(name):
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / f"{name}.py"), "--help"], capture_output=True, text=True, env=_env(), check=True)
-    assert "--mode" in out.stdout and "--smoke" in out.stdout and "--resume" in out.stdout
+    assert_help_lists(name, "--mode", "--smoke", "--resume")
 
 
 @pytest.mark.parametrize("name,extra", [("cm", ["--mode", "ct", "--curriculum-steps", "6"]), ("scm", ["--mode", "sct"])])
 def test_resume_continues_exactly(name, extra, tmp_path):
     """CT's EMA target network and sCM's learned weight are checkpointed roles: a split run equals a straight one."""
-    recipe = load_recipe(name)
-    recipe.main(["--smoke", *extra, "--steps", "6", "--out", str(tmp_path / "straight")])
-    recipe.main(["--smoke", *extra, "--steps", "3", "--out", str(tmp_path / "split")])
-    recipe.main(["--smoke", *extra, "--steps", "6", "--resume", "--out", str(tmp_path / "split")])
-    a, meta_a = _checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
-    b, meta_b = _checkpoint(tmp_path / "split" / "checkpoint.safetensors")
-    assert json.loads(meta_a["history"]) == json.loads(meta_b["history"])
-    assert a.keys() == b.keys() and any(k.startswith(("module/target/", "module/weight/")) for k in a)
+    (a, _), (b, _) = assert_resume_is_exact(name, tmp_path, extra)
+    assert any(k.startswith(("module/target/", "module/weight/")) for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
 

@@ -19,7 +19,7 @@ from flowcore import derivatives, experiment, losses, targets, train
 from flowcore.nn import DiT, DiTConfig, MLP, MLPConfig, TimeInputs, TimePairLogVariance, composite_layer_norms
 from flowcore.times import LogitNormal, sample_gap_pairs
 from tests import oracles
-from tests.test_recipes import _checkpoint, load_recipe
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 S2 = 0.25  # data variance of the Gaussian oracle
@@ -291,35 +291,19 @@ def test_dmf_rejects_a_teacher_of_another_size(tmp_path):
 
 @pytest.mark.parametrize("name", ["dmf", "tvm"])
 def test_help_lists_flags(name):
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / f"{name}.py"), "--help"], capture_output=True, text=True, env=_env(), check=True)
-    assert "--smoke" in out.stdout and "--resume" in out.stdout and "--derivative" in out.stdout
+    assert_help_lists(name, "--smoke", "--resume", "--derivative")
 
 
 @pytest.mark.parametrize("name", ["dmf", "tvm"])
 def test_resume_continues_exactly(name, tmp_path):
-    recipe = load_recipe(name)
-    recipe.main(["--smoke", "--steps", "6", "--out", str(tmp_path / "straight")])
-    recipe.main(["--smoke", "--steps", "3", "--out", str(tmp_path / "split")])
-    recipe.main(["--smoke", "--steps", "6", "--resume", "--out", str(tmp_path / "split")])
-    a, meta_a = _checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
-    b, meta_b = _checkpoint(tmp_path / "split" / "checkpoint.safetensors")
-    assert json.loads(meta_a["history"]) == json.loads(meta_b["history"])
-    assert a.keys() == b.keys()
+    (a, _), _ = assert_resume_is_exact(name, tmp_path)
     roles = {k.split("/")[1] for k in a if k.startswith("module/")}
     assert roles == ({"model", "ema_0.999", "log_var"} if name == "dmf" else {"model", "ema_0.999", "ema_0.99"})
-    for key in a:
-        assert (a[key] == b[key]).all(), key
 
 
 @pytest.mark.parametrize("name", ["dmf", "tvm"])
 def test_runs_unchanged_under_torchrun(name, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "recipes" / f"{name}.py"), "--smoke", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    tb = proc.stderr.find("Traceback")
-    assert proc.returncode == 0, proc.stderr[tb:tb + 4000] if tb >= 0 else proc.stderr[-4000:]
-    _, meta = _checkpoint(tmp_path / "checkpoint.safetensors")
-    assert meta["world_size"] == "2"
+    assert_runs_under_torchrun(name, tmp_path)
 
 
 # ------------------------------------------------------------------------------------ bars (slow)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 from flowcore import drifting, losses, targets
-from tests.test_recipes import _checkpoint, _env, load_recipe
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe, run_env as _env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -213,9 +212,7 @@ def test_recipe_smoke_writes_every_output(extra, tmp_path):
 
 
 def test_recipe_help_lists_flags():
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / "drifting.py"), "--help"], capture_output=True, text=True, env=_env(), check=True)
-    for flag in ("--smoke", "--resume", "--out", "--attraction", "--temperatures", "--positives", "--features"):
-        assert flag in out.stdout
+    assert_help_lists("drifting", "--smoke", "--resume", "--out", "--attraction", "--temperatures", "--positives", "--features")
 
 
 def test_recipe_bad_flags_are_named(tmp_path):
@@ -228,26 +225,11 @@ def test_recipe_bad_flags_are_named(tmp_path):
 
 
 def test_recipe_resume_continues_exactly(tmp_path):
-    recipe = load_recipe("drifting")
-    recipe.main(["--smoke", "--steps", "6", "--out", str(tmp_path / "straight")])
-    recipe.main(["--smoke", "--steps", "3", "--out", str(tmp_path / "split")])
-    recipe.main(["--smoke", "--steps", "6", "--resume", "--out", str(tmp_path / "split")])
-    a, meta_a = _checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
-    b, meta_b = _checkpoint(tmp_path / "split" / "checkpoint.safetensors")
-    assert json.loads(meta_a["history"]) == json.loads(meta_b["history"])
-    assert a.keys() == b.keys()
-    for key in a:
-        assert (a[key] == b[key]).all(), key
+    assert_resume_is_exact("drifting", tmp_path)
 
 
 def test_recipe_runs_under_torchrun(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "recipes" / "drifting.py"), "--smoke", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    tb = proc.stderr.find("Traceback")
-    assert proc.returncode == 0, proc.stderr[tb:tb + 4000] if tb >= 0 else proc.stderr[-4000:]
-    _, meta = _checkpoint(tmp_path / "checkpoint.safetensors")
-    assert meta["world_size"] == "2"
+    assert_runs_under_torchrun("drifting", tmp_path)
 
 
 # ---------------------------------------------------------------- bars (pytest -m slow)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,8 @@ import torch
 
 from flowcore import data, experiment, losses, metrics, targets, times
 from tests import oracles
-from tests.test_recipes import _checkpoint, _env, load_recipe
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe
+from tests.recipe_checks import read_checkpoint as _checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 S2 = 0.25  # data variance of the Gaussian oracle
@@ -277,32 +276,17 @@ def test_metaflow_rejects_data_without_exact_posterior(tmp_path):
 
 @pytest.mark.parametrize("name", ["freeflow", "metaflow"])
 def test_help_lists_flags(name):
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / f"{name}.py"), "--help"], capture_output=True, text=True, env=_env(), check=True)
-    assert "--smoke" in out.stdout and "--resume" in out.stdout and "--derivative" in out.stdout
+    assert_help_lists(name, "--smoke", "--resume", "--derivative")
 
 
 @pytest.mark.parametrize("name", ["freeflow", "metaflow"])
 def test_resume_continues_exactly(name, tmp_path):
-    recipe = load_recipe(name)
-    recipe.main(["--smoke", "--steps", "6", "--out", str(tmp_path / "straight")])
-    recipe.main(["--smoke", "--steps", "3", "--out", str(tmp_path / "split")])
-    recipe.main(["--smoke", "--steps", "6", "--resume", "--out", str(tmp_path / "split")])
-    a, meta_a = _checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
-    b, meta_b = _checkpoint(tmp_path / "split" / "checkpoint.safetensors")
-    assert json.loads(meta_a["history"]) == json.loads(meta_b["history"])
-    assert a.keys() == b.keys()
-    for key in a:
-        assert (a[key] == b[key]).all(), key
+    assert_resume_is_exact(name, tmp_path)
 
 
 def test_freeflow_runs_under_torchrun(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "recipes" / "freeflow.py"), "--smoke", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    tb = proc.stderr.find("Traceback")
-    assert proc.returncode == 0, proc.stderr[tb:tb + 4000] if tb >= 0 else proc.stderr[-4000:]
-    _, meta = _checkpoint(tmp_path / "checkpoint.safetensors")
-    assert meta["world_size"] == "2" and "fake_velocity" in meta["roles"]
+    meta = assert_runs_under_torchrun("freeflow", tmp_path)
+    assert "fake_velocity" in meta["roles"]
 
 
 # ------------------------------------------------------------------------- default-run bars (slow)

@@ -8,19 +8,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from flowcore import losses, representations, sampling, targets, times
 from flowcore.latent_streams import LatentNormalizer, latent_from_pixel_grid, latent_on_pixel_grid
 from flowcore.nn.dit import patchify
 from tests import oracles
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, run_env
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 200_000
@@ -235,13 +234,7 @@ def _recipe():
     return module
 
 
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def _checkpoint(path: Path) -> tuple[dict, dict]:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if not k.startswith("rng/")}, f.metadata()
+_env = run_env
 
 
 @pytest.mark.parametrize("extra", [[], ["--order", "joint", "--solver", "euler"], ["--order", "pixel-only", "--encoder", "random"]])
@@ -258,22 +251,11 @@ def test_smoke_writes_every_output(extra, tmp_path):
 
 
 def test_help_lists_flags():
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / "latent_forcing.py"), "--help"], capture_output=True, text=True, env=_env(), check=True)
-    for flag in ("--smoke", "--resume", "--out", "--order", "pixel-only", "--latent-weight", "--encoder"):
-        assert flag in out.stdout
+    assert_help_lists("latent_forcing", "--smoke", "--resume", "--out", "--order", "pixel-only", "--latent-weight", "--encoder")
 
 
 def test_resume_continues_exactly(tmp_path):
-    recipe = _recipe()
-    recipe.main(["--smoke", "--steps", "6", "--out", str(tmp_path / "straight")])
-    recipe.main(["--smoke", "--steps", "3", "--out", str(tmp_path / "split")])
-    recipe.main(["--smoke", "--steps", "6", "--resume", "--out", str(tmp_path / "split")])
-    a, meta_a = _checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
-    b, meta_b = _checkpoint(tmp_path / "split" / "checkpoint.safetensors")
-    assert json.loads(meta_a["history"]) == json.loads(meta_b["history"])
-    assert a.keys() == b.keys()
-    for key in a:
-        assert (a[key] == b[key]).all(), key
+    assert_resume_is_exact("latent_forcing", tmp_path)
 
 
 def test_bad_flags_are_named(tmp_path):
@@ -284,13 +266,7 @@ def test_bad_flags_are_named(tmp_path):
 
 
 def test_runs_unchanged_under_torchrun(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "recipes" / "latent_forcing.py"), "--smoke", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    tb = proc.stderr.find("Traceback")
-    assert proc.returncode == 0, proc.stderr[tb:tb + 4000] if tb >= 0 else proc.stderr[-4000:]
-    _, meta = _checkpoint(tmp_path / "checkpoint.safetensors")
-    assert meta["world_size"] == "2"
+    assert_runs_under_torchrun("latent_forcing", tmp_path)
 
 
 def test_ablation_script_writes_a_table(tmp_path):

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from flowcore import derivatives, losses, targets, times
 from flowcore.times import EasyToHardCurriculum, LogitNormal, SigmoidCurriculum
 from tests import oracles
+from tests.recipe_checks import (assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe,
+                                 read_checkpoint, run_env)
 
 ROOT = Path(__file__).resolve().parents[1]
 S2 = 0.25  # data variance of the Gaussian oracle
@@ -217,22 +217,7 @@ def test_easy_to_hard_curriculum_opens_bins_from_noise_to_data():
 
 
 # ---------------------------------------------------------------- recipes
-def load_recipe(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def _checkpoint(path: Path) -> tuple[dict, dict]:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if not k.startswith("rng/")}, f.metadata()
+_env, _checkpoint = run_env, read_checkpoint
 
 
 def _history(out: Path) -> dict:
@@ -296,33 +281,17 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_help_lists_flags(name):
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / f"{name}.py"), "--help"], capture_output=True, text=True, env=_env(), check=True)
-    assert "--smoke" in out.stdout and "--resume" in out.stdout and "--derivative" in out.stdout
+    assert_help_lists(name, "--smoke", "--resume", "--derivative")
 
 
 @pytest.mark.parametrize("name,extra", [("alphaflow", ["--curriculum-steps", "6"]), ("uaimf", ["--curriculum-steps", "6"]), ("imf", [])])
 def test_resume_continues_exactly(name, extra, tmp_path):
     """A run of 3 steps resumed to 6 equals a straight run of 6 (curricula laid on the same 6 steps)."""
-    recipe = load_recipe(name)
-    recipe.main(["--smoke", "--steps", "6", *extra, "--out", str(tmp_path / "straight")])
-    recipe.main(["--smoke", "--steps", "3", *extra, "--out", str(tmp_path / "split")])
-    recipe.main(["--smoke", "--steps", "6", *extra, "--resume", "--out", str(tmp_path / "split")])
-    a, meta_a = _checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
-    b, meta_b = _checkpoint(tmp_path / "split" / "checkpoint.safetensors")
-    assert json.loads(meta_a["history"]) == json.loads(meta_b["history"])
-    assert a.keys() == b.keys()
-    for key in a:
-        assert (a[key] == b[key]).all(), key
+    assert_resume_is_exact(name, tmp_path, extra)
 
 
 def test_imf_runs_unchanged_under_torchrun(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "recipes" / "imf.py"), "--smoke", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    tb = proc.stderr.find("Traceback")
-    assert proc.returncode == 0, proc.stderr[tb:tb + 4000] if tb >= 0 else proc.stderr[-4000:]
-    _, meta = _checkpoint(tmp_path / "checkpoint.safetensors")
-    assert meta["world_size"] == "2"
+    assert_runs_under_torchrun("imf", tmp_path)
 
 
 # ---------------------------------------------------------------- default runs (slow)

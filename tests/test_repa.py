@@ -8,18 +8,15 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import safetensors.torch
 import torch
-from safetensors import safe_open
 
 from flowcore import data, metrics
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, read_checkpoint, run_env
 from flowcore.nn import DiT, DiTConfig
 from flowcore.nn.conditioning import TimeInputs
 from flowcore.nn.dit import patchify
@@ -42,13 +39,7 @@ def recipe():
     return _load(ROOT / "recipes" / "repa.py", "recipe_repa")
 
 
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def _checkpoint(path: Path) -> tuple[dict, dict]:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if not k.startswith("rng/")}, f.metadata()
+_env, _checkpoint = run_env, read_checkpoint
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,22 +237,12 @@ def test_smoke_writes_every_output_and_the_curve(encoder, tmp_path):
 
 
 def test_help_lists_flags():
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / "repa.py"), "--help"], capture_output=True, text=True, env=_env(), check=True)
-    for flag in ("--smoke", "--resume", "--out", "--encoder", "--lam", "--align-depth", "--eval-every"):
-        assert flag in out.stdout
+    assert_help_lists("repa", "--smoke", "--resume", "--out", "--encoder", "--lam", "--align-depth", "--eval-every")
 
 
 def test_resume_continues_exactly(tmp_path):
-    repa = recipe()
-    repa.main(["--smoke", "--steps", "6", "--eval-every", "2", "--out", str(tmp_path / "straight")])
-    repa.main(["--smoke", "--steps", "3", "--eval-every", "2", "--out", str(tmp_path / "split")])
-    repa.main(["--smoke", "--steps", "6", "--eval-every", "2", "--resume", "--out", str(tmp_path / "split")])
-    a, meta_a = _checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
-    b, meta_b = _checkpoint(tmp_path / "split" / "checkpoint.safetensors")
-    assert json.loads(meta_a["history"]) == json.loads(meta_b["history"])
-    assert a.keys() == b.keys() and any(k.startswith("module/projector/") for k in a)
-    for key in a:
-        assert (a[key] == b[key]).all(), key
+    (a, _), _ = assert_resume_is_exact("repa", tmp_path, ["--eval-every", "2"])
+    assert any(k.startswith("module/projector/") for k in a)
     curve_a = json.loads((tmp_path / "straight" / "metrics.json").read_text())["curve"]
     curve_b = json.loads((tmp_path / "split" / "metrics.json").read_text())["curve"]
     assert curve_a == curve_b and curve_a["step"] == [2, 4, 6]
@@ -277,11 +258,7 @@ def test_bad_flags_are_named(tmp_path):
 
 
 def test_runs_unchanged_under_torchrun(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "recipes" / "repa.py"), "--smoke", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    tb = proc.stderr.find("Traceback")
-    assert proc.returncode == 0, proc.stderr[tb:tb + 4000] if tb >= 0 else proc.stderr[-4000:]
+    assert_runs_under_torchrun("repa", tmp_path)
     tensors, _ = _checkpoint(tmp_path / "checkpoint.safetensors")
     assert any(k.startswith("module/projector/") for k in tensors)
     assert json.loads((tmp_path / "metrics.json").read_text())["curve"]["step"][-1] == 6

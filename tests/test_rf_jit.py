@@ -4,40 +4,23 @@ primitives against the closed-form Gaussian flow and exact mixture posteriors, t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from flowcore import data, guidance, losses, metrics, sampling, targets
 from flowcore.interpolants import LinearPath, sample_path
 from flowcore.times import LogitNormal, uniform_grid
 from tests import oracles
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, load_recipe, read_checkpoint, run_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def _checkpoint(path: Path) -> tuple[dict, dict]:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if not k.startswith("rng/")}, f.metadata()
+_env, _checkpoint = run_env, read_checkpoint
 
 
 def _eps(n=256, d=3, seed=0):
@@ -200,8 +183,7 @@ def test_smoke_writes_every_output(name, extra, tmp_path):
 
 @pytest.mark.parametrize("name", ["rectified_flow", "jit"])
 def test_help_lists_flags(name):
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / f"{name}.py"), "--help"], capture_output=True, text=True, env=_env(), check=True)
-    assert "--smoke" in out.stdout and "--resume" in out.stdout and "--out" in out.stdout
+    assert_help_lists(name, "--smoke", "--resume", "--out")
 
 
 def _same_checkpoints(a_path, b_path):
@@ -225,11 +207,7 @@ def test_rectified_flow_resume_continues_exactly(tmp_path):
 
 
 def test_jit_resume_continues_exactly(tmp_path):
-    recipe = load_recipe("jit")
-    recipe.main(["--smoke", "--steps", "6", "--out", str(tmp_path / "straight")])
-    recipe.main(["--smoke", "--steps", "3", "--out", str(tmp_path / "split")])
-    recipe.main(["--smoke", "--steps", "6", "--resume", "--out", str(tmp_path / "split")])
-    _same_checkpoints(tmp_path / "straight" / "checkpoint.safetensors", tmp_path / "split" / "checkpoint.safetensors")
+    assert_resume_is_exact("jit", tmp_path)
 
 
 def test_bad_flags_are_named(tmp_path):

@@ -8,9 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ import torch
 from safetensors import safe_open
 
 from flowcore import latents, metrics
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, run_env
 from flowcore.latents import LogSNRSchedule, LogSNRShape
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,8 +203,7 @@ def test_short_training_reconstructs_through_the_latent():
 
 
 # ---------------------------------------------------------------- the recipe
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+_env = run_env
 
 
 def test_recipe_smoke_writes_every_output(tmp_path):
@@ -229,34 +226,19 @@ def test_recipe_smoke_writes_every_output(tmp_path):
 
 
 def test_recipe_help_and_bad_flags(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / "unified_latents.py"), "--help"], capture_output=True, text=True, env=_env(), check=True)
-    assert "--lambda0" in out.stdout and "--smoke" in out.stdout and "--resume" in out.stdout
+    assert_help_lists("unified_latents", "--lambda0", "--smoke", "--resume")
     with pytest.raises(SystemExit, match="--data digits"):
         _recipe().main(["--smoke", "--data", "checkerboard", "--out", str(tmp_path)])
 
 
 def test_recipe_resume_continues_exactly(tmp_path):
-    recipe = _recipe()
-    recipe.main(["--smoke", "--steps", "6", "--out", str(tmp_path / "straight")])
-    recipe.main(["--smoke", "--steps", "3", "--out", str(tmp_path / "split")])
-    recipe.main(["--smoke", "--steps", "6", "--resume", "--out", str(tmp_path / "split")])
-    tensors = []
-    for name in ("straight", "split"):
-        with safe_open(str(tmp_path / name / "checkpoint.safetensors"), framework="pt") as f:
-            tensors.append(({k: f.get_tensor(k) for k in f.keys() if not k.startswith("rng/")}, json.loads(f.metadata()["history"])))
-    (a, ha), (b, hb) = tensors
-    assert ha == hb and a.keys() == b.keys()
+    (a, _), (b, _) = assert_resume_is_exact("unified_latents", tmp_path)
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
 
 def test_recipe_runs_under_torchrun(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "recipes" / "unified_latents.py"), "--smoke", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    with safe_open(str(tmp_path / "checkpoint.safetensors"), framework="pt") as f:
-        assert f.metadata()["world_size"] == "2"
+    assert_runs_under_torchrun("unified_latents", tmp_path)
 
 
 def test_sweep_smoke_writes_the_table(tmp_path):
