@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
 # Run every default recipe and benchmark, then regenerate the README's results section.
-# About 45 minutes on 2 CPU cores. The peer benchmark needs: pip install --no-deps torchcfm flow_matching pot
+# Several hours on 2 CPU cores (each run <= ~10 min). The peer benchmark needs: pip install --no-deps torchcfm flow_matching pot
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python recipes/fm.py --out runs/fm
 python recipes/fm.py --data checkerboard --out runs/fm_checkerboard
 python recipes/meanflow.py --out runs/meanflow
 python recipes/pmf.py --out runs/pmf
+for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting; do python recipes/$r.py; done
+# comparison runs behind the README's paper-claims table
+python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
+python recipes/tvm.py --no-cfg-weight --out runs/tvm_no_cfg_weight
+python recipes/jit.py --prediction v --out runs/jit_v
+python recipes/cm.py --mode ct --out runs/cm_ct
+python recipes/cm.py --mode ict --out runs/cm_ict
+python recipes/scm.py --no-tangent-norm --tangent-warmup 0 --out runs/scm_unstabilised
+python recipes/freeflow.py --no-correction --out runs/freeflow_no_correction
+python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
+python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard
+python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --attraction 1.5 --out runs/drifting_checkerboard_attraction1.5
 python bench/step_cost.py --json bench/out/step_cost.json
 python bench/jvp_attention.py --json bench/out/jvp_attention.json
+python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json
 fi
