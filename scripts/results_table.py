@@ -137,6 +137,7 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
 
 
 NFE = ("1nfe", "2nfe", "4nfe")
+MARGIN = 0.95  # "A beats B" needs A's FD at least 5% below B's: smaller gaps are within seed noise at this scale
 
 
 def _series(res: dict, names: tuple[str, ...], key: str = "fd") -> str:
@@ -158,7 +159,7 @@ def claim_lines(runs: dict[str, dict]) -> list[str]:
                        ("uaimf", "UAIMF's weighting converges faster than MeanFlow (equal steps)")):
         if (r := get(name)) and mf:
             claim(text, f"`{name}` vs `meanflow_digits`, {r['steps']} vs {mf['steps']} steps",
-                  f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(mf['results'], NFE)}", r["results"]["1nfe"]["fd"] < mf["results"]["1nfe"]["fd"])
+                  f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(mf['results'], NFE)}", r["results"]["1nfe"]["fd"] < MARGIN * mf["results"]["1nfe"]["fd"])
     if (r := get("dmf")) and mf:
         res = r["results"]
         claim("DMF converted from FM reaches 1-NFE quality sooner than MeanFlow from scratch", f"`dmf` ({r['steps']} fine-tuning steps) vs `meanflow_digits` ({mf['steps']} steps)",
@@ -169,7 +170,7 @@ def claim_lines(runs: dict[str, dict]) -> list[str]:
         claim("TVM improves from 1 to 2 to 4 NFE", "`tvm`", f"1/2/4 NFE: {_series(res, NFE)}", res["1nfe"]["fd"] >= res["2nfe"]["fd"] >= res["4nfe"]["fd"])
         if nw := get("tvm_no_cfg_weight"):
             claim("TVM's 1/w^2 weighting matters under random CFG", "`tvm` vs `tvm_no_cfg_weight`",
-                  f"1/2/4 NFE: {_series(res, NFE)} vs {_series(nw['results'], NFE)}", res["1nfe"]["fd"] < nw["results"]["1nfe"]["fd"])
+                  f"1/2/4 NFE: {_series(res, NFE)} vs {_series(nw['results'], NFE)}", res["1nfe"]["fd"] < MARGIN * nw["results"]["1nfe"]["fd"])
     if (r := get("rectified_flow")) and "rounds" in r:
         rounds = [x for x in r["rounds"] if "straightness" in x]
         if len(rounds) > 1:
