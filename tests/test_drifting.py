@@ -253,9 +253,12 @@ def test_bar_one_step_digits_and_broken_antisymmetry(tmp_path_factory):
     assert broken["1nfe"]["fd"] >= 1.2 * default["1nfe"]["fd"], (broken, default)
 
 
+CHECKERBOARD = ("--steps", "4000", "--batch", "256", "--lr", "1e-3")  # the README's measured 2D command
+
+
 @pytest.mark.slow
 def test_bar_one_step_checkerboard_and_broken_antisymmetry(tmp_path_factory):
-    default = _default_run(tmp_path_factory, "drifting_checkerboard", "--data", "checkerboard")
+    default = _default_run(tmp_path_factory, "drifting_checkerboard", "--data", "checkerboard", *CHECKERBOARD)
     assert default["1nfe"]["sw2"] <= 2.0 * default["floor"]["sw2"], default
-    broken = _default_run(tmp_path_factory, "drifting_checkerboard_attraction", "--data", "checkerboard", "--attraction", "1.5")
+    broken = _default_run(tmp_path_factory, "drifting_checkerboard_attraction", "--data", "checkerboard", *CHECKERBOARD, "--attraction", "1.5")
     assert broken["1nfe"]["sw2"] >= 1.2 * default["1nfe"]["sw2"], (broken, default)
