@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from flowcore import data, metrics, train
+from flowcore import data, metrics, sampling, times, train
 from flowcore.nn import DiT, DiTConfig, MLP, MLPConfig, TimeInputs
 from flowcore.nn.dit import Conditioning
 
@@ -127,6 +127,17 @@ def add_common_args(parser: argparse.ArgumentParser, *, data: str, steps: int, b
     g.add_argument("--ckpt-every", type=int, default=1000, help="checkpoint period in steps (default: %(default)s)")
     g.add_argument("--eval-samples", type=int, default=None, help="samples per evaluation (default: 5000 for 2D, half the digits)")
     g.add_argument("--smoke", action="store_true", help="a few steps and a tiny evaluation, for tests")
+
+
+def add_meanflow_loss_args(parser: argparse.ArgumentParser) -> None:
+    """The MeanFlow family's loss flags: adaptive weight (p, c) and training-time CFG (omega, kappa,
+    label dropout), with MeanFlow's defaults (arXiv 2505.13447, Table 4 at toy scale)."""
+    g = parser.add_argument_group("meanflow loss")
+    g.add_argument("--p", type=float, default=1.0, help="adaptive-weight power (default: %(default)s)")
+    g.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, on a sum over dims (default: %(default)s)")
+    g.add_argument("--omega", type=float, default=1.5, help="training-time CFG omega, digits (default: %(default)s)")
+    g.add_argument("--kappa", type=float, default=0.5, help="training-time CFG kappa, digits (default: %(default)s)")
+    g.add_argument("--label-drop", type=float, default=0.1, help="label dropout, digits (default: %(default)s)")
 
 
 def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -239,6 +250,12 @@ def config_of(args: argparse.Namespace) -> dict:
 
 
 Generator = Callable[[Tensor, Tensor | None], Tensor]
+
+
+def flow_map_generators(model: nn.Module, nfes: tuple[int, ...] = (1, 2, 4), prefix: str = "") -> dict[str, Generator]:
+    """``{prefix}{k}nfe``: k uniform flow-map jumps z_s = u(z_t, t, s, y) from t = 1 to 0, one generator per k."""
+    return {f"{prefix}{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(lambda z, t, s: model(z, t, s, y), eps, times.uniform_grid(k)))
+            for k in nfes}
 
 
 def _digits_eval_sets(n: int | None) -> tuple[Tensor, Tensor, Tensor]:

@@ -23,10 +23,10 @@ import argparse
 
 import torch
 
-from flowcore import experiment, guidance, losses, sampling, targets, train
+from flowcore import experiment, guidance, losses, targets, train
 from flowcore.derivatives import Derivative, DirectionalDerivative
 from flowcore.interpolants import LinearPath, sample_path
-from flowcore.times import LogitNormal, SigmoidCurriculum, sample_pairs, uniform_grid
+from flowcore.times import LogitNormal, SigmoidCurriculum, sample_pairs
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,11 +38,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha-start", type=float, default=0.0, help="fraction of the curriculum where the alpha sigmoid starts (default: %(default)s)")
     p.add_argument("--alpha-end", type=float, default=1.0, help="fraction of the curriculum where it ends (default: %(default)s)")
     p.add_argument("--gamma", type=float, default=25.0, help="sigmoid sharpness of the alpha curriculum (default: %(default)s)")
-    p.add_argument("--p", type=float, default=1.0, help="adaptive-weight power (default: %(default)s)")
-    p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, on a sum over dims (default: %(default)s)")
-    p.add_argument("--omega", type=float, default=1.5, help="training-time CFG omega, digits (default: %(default)s)")
-    p.add_argument("--kappa", type=float, default=0.5, help="training-time CFG kappa, digits (default: %(default)s)")
-    p.add_argument("--label-drop", type=float, default=0.1, help="label dropout, digits (default: %(default)s)")
+    experiment.add_meanflow_loss_args(p)
     args = experiment.finalize_args(p.parse_args(argv))
     args.curriculum_steps = args.steps if args.curriculum_steps is None else args.curriculum_steps
     if args.curriculum_steps < 1:
@@ -88,9 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         train.close_distributed()
         return {}
     student = ema.averaged(args.ema).eval()
-    generators = {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(lambda z, t, s: student(z, t, s, y), eps, uniform_grid(k)))
-                  for k in (1, 2, 4)}
-    results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
+    results, samples = experiment.evaluate(source, experiment.flow_map_generators(student), n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history,
                              {"recipe": "alphaflow", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value})
     train.close_distributed()

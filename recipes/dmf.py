@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from flowcore import experiment, guidance, losses, sampling, targets, train
+from flowcore import experiment, guidance, losses, targets, train
 from flowcore.derivatives import Derivative, DirectionalDerivative
 from flowcore.interpolants import LinearPath, expand_time, sample_path
 from flowcore.nn import TimePairLogVariance
-from flowcore.times import LogitNormal, sample_pairs, uniform_grid
+from flowcore.times import LogitNormal, sample_pairs
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,12 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
     fm_dist, t_dist, s_dist = LogitNormal(args.fm_mean, 1.0), LogitNormal(args.t_mean, 1.0), LogitNormal(args.s_mean, 1.0)
 
-    def generators(model: torch.nn.Module, prefix: str = "") -> dict[str, experiment.Generator]:
-        return {f"{prefix}{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(lambda z, t, s: model(z, t, s, y), eps, uniform_grid(k)))
-                for k in (1, 2, 4)}
-
     if dist.is_main:
-        converted, converted_samples = experiment.evaluate(source, generators(run.model, "converted_"), n=args.eval_samples, seed=args.seed)
+        converted, converted_samples = experiment.evaluate(source, experiment.flow_map_generators(run.model, prefix="converted_"), n=args.eval_samples, seed=args.seed)
 
     def guided(z: torch.Tensor, t: torch.Tensor, v: torch.Tensor, y: torch.Tensor | None, kept: torch.Tensor | None) -> torch.Tensor:
         """Model guidance v + omega (F(z,t,t|y) - F(z,t,t|null)) inside [g_min, g_max] on kept labels."""
@@ -109,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not dist.is_main:
         train.close_distributed()
         return {}
-    results, samples = experiment.evaluate(source, generators(run.ema.averaged(args.ema).eval()), n=args.eval_samples, seed=args.seed)
+    results, samples = experiment.evaluate(source, experiment.flow_map_generators(run.ema.averaged(args.ema).eval()), n=args.eval_samples, seed=args.seed)
     results = {**{k: v for k, v in converted.items() if k != "floor"}, **results}
     experiment.write_outputs(args.out, args, source, results, {**converted_samples, **samples}, history,
                              {"recipe": "dmf", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value,

@@ -88,9 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         v_g = torch.where(dropped.reshape(-1, 1, 1, 1), v_t, v_g).detach()
         c = conditions(omega, t_min, t_max)
         (u, v), (du_dt, _) = derivative(lambda z_, t_: net(z_, t_, s, y, c), (z, t), (v_c, torch.ones_like(t)))
-        loss_u = losses.squared_error(targets.compound_velocity(u, du_dt, t, s), v_g, losses.Reduce.SUM)
-        loss_v = losses.squared_error(v, v_g, losses.Reduce.SUM)
-        loss = (losses.adaptively_weighted(loss_u, 1.0, args.c) + losses.adaptively_weighted(loss_v, 1.0, args.c)).mean()
+        per_sample, loss_u, loss_v = losses.improved_meanflow_loss(targets.compound_velocity(u, du_dt, t, s), v, v_g, args.c)
+        loss = per_sample.mean()
         return loss, {"loss": loss.item(), "mse_u": loss_u.mean().item(), "mse_v": loss_v.mean().item()}
 
     history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, "imf")

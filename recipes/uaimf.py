@@ -28,10 +28,10 @@ import enum
 
 import torch
 
-from flowcore import experiment, guidance, losses, sampling, targets, train
+from flowcore import experiment, guidance, losses, targets, train
 from flowcore.derivatives import Derivative, DirectionalDerivative
 from flowcore.interpolants import LinearPath, sample_path
-from flowcore.times import EasyToHardCurriculum, LogitNormal, sample_pairs, uniform_grid
+from flowcore.times import EasyToHardCurriculum, LogitNormal, sample_pairs
 
 
 class Acceleration(enum.Enum):
@@ -54,11 +54,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtd-fraction", type=float, default=0.3, help="fraction of the run that opens every bin (default: %(default)s)")
     p.add_argument("--curriculum-steps", type=int, default=None, help="length the curriculum and gap weighting are laid on (default: --steps; keep it when a resumed run extends --steps)")
     p.add_argument("--equal-fraction", type=float, default=0.75, help="fraction of rows with s = t (default: %(default)s)")
-    p.add_argument("--p", type=float, default=1.0, help="adaptive-weight power (default: %(default)s)")
-    p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, on a sum over dims (default: %(default)s)")
-    p.add_argument("--omega", type=float, default=1.5, help="training-time CFG omega, digits (default: %(default)s)")
-    p.add_argument("--kappa", type=float, default=0.5, help="training-time CFG kappa, digits (default: %(default)s)")
-    p.add_argument("--label-drop", type=float, default=0.1, help="label dropout, digits (default: %(default)s)")
+    experiment.add_meanflow_loss_args(p)
     args = experiment.finalize_args(p.parse_args(argv))
     args.curriculum_steps = args.steps if args.curriculum_steps is None else args.curriculum_steps
     if args.curriculum_steps < 1:
@@ -103,9 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         train.close_distributed()
         return {}
     student = ema.averaged(args.ema).eval()
-    generators = {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(lambda z, t, s: student(z, t, s, y), eps, uniform_grid(k)))
-                  for k in (1, 2, 4)}
-    results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
+    results, samples = experiment.evaluate(source, experiment.flow_map_generators(student), n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history,
                              {"recipe": "uaimf", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value,
                               "acceleration": args.acceleration.value, "gap_weight": args.gap_weight})

@@ -269,6 +269,19 @@ def test_adaptive_weight_carries_no_gradient_and_scales_gradient():
     torch.testing.assert_close(pred.grad, expect)
 
 
+def test_improved_meanflow_loss_values_and_gradient_weights():
+    """Each head's gradient is 2 (pred - v_g) / (L + c), with L its own summed squared error."""
+    V = torch.tensor([[1.0, 2.0], [0.0, 0.5]], requires_grad=True)
+    v = torch.tensor([[0.0, 1.0], [3.0, 0.0]], requires_grad=True)
+    target = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    total, loss_u, loss_v = losses.improved_meanflow_loss(V, v, target, c=0.5)
+    assert torch.equal(loss_u, torch.tensor([4.0, 1.25])) and torch.equal(loss_v, torch.tensor([2.0, 5.0]))
+    torch.testing.assert_close(total, torch.tensor([4 / 4.5 + 2 / 2.5, 1.25 / 1.75 + 5 / 5.5]))
+    total.sum().backward()
+    torch.testing.assert_close(V.grad, 2 * (V.detach() - target) / torch.tensor([[4.5], [1.75]]))
+    torch.testing.assert_close(v.grad, 2 * (v.detach() - target) / torch.tensor([[2.5], [5.5]]))
+
+
 def test_reductions_and_robust_losses():
     pred, target = torch.ones(2, 4), torch.zeros(2, 4)
     assert torch.equal(losses.squared_error(pred, target, losses.Reduce.SUM), torch.tensor([4.0, 4.0]))
