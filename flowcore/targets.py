@@ -7,6 +7,8 @@ all of these, and ``flowcore.losses`` functions take the detached target).
 
 from __future__ import annotations
 
+import enum
+
 import torch
 from torch import Tensor
 
@@ -55,6 +57,30 @@ def velocity_from_eps_prediction(z: Tensor, eps_hat: Tensor, t: Tensor, floor: f
     as x-prediction's clip does at the data end t -> 0."""
     check_times(t, batch=z.shape[0])
     return (eps_hat - z) / expand_time((1.0 - t).clamp(min=floor, max=1.0), z)
+
+
+class Prediction(enum.Enum):
+    """What a network outputs on the linear path z_t = (1 - t) x + t eps: the clean data x, the noise
+    eps or the velocity v = eps - x (JiT, Li & He 2025, arXiv 2511.13720, Table 2)."""
+
+    X = "x"
+    EPS = "eps"
+    V = "v"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def velocity_from_prediction(prediction: Prediction, z: Tensor, out: Tensor, t: Tensor, floor: float = 0.05) -> Tensor:
+    """The velocity eps - x implied by a network output ``out`` at (z_t, t): (z - x_hat)/clip(t) for x,
+    (eps_hat - z)/clip(1 - t) for eps, ``out`` itself for v (each clip at ``floor``)."""
+    if not isinstance(prediction, Prediction):
+        raise TypeError(f"prediction must be a flowcore.targets.Prediction, got {prediction!r}")
+    if prediction is Prediction.X:
+        return velocity_from_x_prediction(z, out, t, floor)
+    if prediction is Prediction.EPS:
+        return velocity_from_eps_prediction(z, out, t, floor)
+    return out
 
 
 def trajectory_average_velocity(z_t: Tensor, z_s: Tensor, t: Tensor, s: Tensor) -> Tensor:

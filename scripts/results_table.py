@@ -21,10 +21,19 @@ RUNS = {
     "meanflow (checkerboard)": ROOT / "runs/meanflow/metrics.json",
     "pmf (digits)": ROOT / "runs/pmf/metrics.json",
     **{f"{r} (default)": ROOT / f"runs/{r}/metrics.json" for r in (
-        "rectified_flow", "imf", "alphaflow", "uaimf", "dmf", "tvm", "jit", "cm", "scm", "freeflow", "metaflow", "drifting")},
+        "rectified_flow", "imf", "alphaflow", "uaimf", "dmf", "tvm", "jit", "cm", "scm", "freeflow", "metaflow", "drifting", "repa")},
+    # the studies' default-setting members are the recipes' default runs (same flags, seed and steps)
+    "latent_forcing (default)": ROOT / "runs/latent_forcing_ablation/cascaded/metrics.json",
+    "unified_latents (default)": ROOT / "runs/unified_latents_sweep/lambda0_5/metrics.json",
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "meanflow_digits", "tvm_no_cfg_weight", "cm_ct", "cm_ict", "scm_unstabilised", "freeflow_no_correction", "jit_v",
         "drifting_attraction1.5", "drifting_checkerboard", "drifting_checkerboard_attraction1.5")},
+}
+STUDIES = {
+    "repa_steps_to_fd": ROOT / "runs/repa_steps_to_fd/steps_to_fd.json",
+    "latent_forcing_ablation": ROOT / "runs/latent_forcing_ablation/ablation.json",
+    "unified_latents_sweep": ROOT / "runs/unified_latents_sweep/sweep.json",
+    "jit_embedding_dimension": ROOT / "runs/jit_embedding_dimension/results.json",
 }
 BENCHES = {
     "step_cost": ROOT / "bench/out/step_cost.json",
@@ -144,7 +153,7 @@ def _series(res: dict, names: tuple[str, ...], key: str = "fd") -> str:
     return " / ".join(_fmt(res[n][key]) for n in names if n in res)
 
 
-def claim_lines(runs: dict[str, dict]) -> list[str]:
+def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
     """Each paper's key claim at toy scale, read from its default run and the comparison run named beside it."""
     out = ["| claim | compared | measured (digits FD unless said) | holds |", "|---|---|---|---|"]
 
@@ -221,14 +230,85 @@ def claim_lines(runs: dict[str, dict]) -> list[str]:
             worse = a["results"]["1nfe"]["sw2"]
             claim("Drifting on 2D: attraction 1.5x repulsion hurts", "`drifting_checkerboard` vs `drifting_checkerboard_attraction1.5`",
                   f"sliced W2 {_fmt(one)} vs {_fmt(worse)}", one < worse)
+    if st := studies.get("jit_embedding_dimension"):
+        dim = max(st["results"], key=int)
+        row, width = st["results"][dim], st["config"]["width"]
+        off = {p: row[p].get("off_plane", float("inf")) for p in ("x", "eps", "v") if p in row}
+        claim(f"JiT: x-prediction stays good where eps/v-prediction fail once D exceeds the width (2D data in D = {dim}, MLP width {width})",
+              "`scripts/jit_embedding_dimension.py`", f"off-plane norm x {_fmt(off['x'])}, eps {_fmt(off['eps'])}, v {_fmt(off['v'])}; "
+              f"x's sliced W2 {_fmt(row['x']['sw2'])} (floor {_fmt(row['x']['sw2_floor'])})",
+              off["x"] < 0.1 * min(off["eps"], off["v"]) and row["x"]["sw2"] <= 2 * row["x"]["sw2_floor"])
+    if st := studies.get("repa_steps_to_fd"):
+        arms, seeds = st["arms"], len(st["seeds"])
+        base, ours, rand = arms["none"], arms.get("trained"), arms.get("random")
+        text = lambda a: f"{_fmt(a['steps_mean'])} +- {_fmt(a['steps_std'])} ({a['reached']}/{a['runs']} reached)"
+        if ours:
+            claim(f"REPA reaches the FD threshold ({_fmt(st['threshold_fd'])}) in fewer steps than plain FM ({seeds} seeds, {st['steps']} steps)",
+                  "`scripts/repa_steps_to_fd.py`: trained encoder vs none", f"steps {text(ours)} vs {text(base)}",
+                  ours["reached"] == ours["runs"] and ours["steps_mean"] < MARGIN * base["steps_mean"])
+        if rand:
+            claim("REPA with a randomly initialised encoder gives no such gain", "`scripts/repa_steps_to_fd.py`: random encoder vs none",
+                  f"steps {text(rand)} vs {text(base)}", not (rand["reached"] == rand["runs"] and rand["steps_mean"] < MARGIN * base["steps_mean"]))
+    if st := studies.get("latent_forcing_ablation"):
+        rows = {r["order"]: r for r in st}
+        fd = lambda r: min(v for k, v in r.items() if k.endswith("_fd") and k != "floor_fd" and v is not None)
+        if "cascaded" in rows:
+            for other, text in (("joint", "Latent Forcing: the cascaded order beats joint random times (equal steps)"),
+                                ("pixel-only", "Latent Forcing beats plain pixel flow matching at equal steps")):
+                if other in rows:
+                    a, b = fd(rows["cascaded"]), fd(rows[other])
+                    claim(text, f"`scripts/latent_forcing_ablation.py`: cascaded vs {other}, {rows['cascaded']['steps']} steps, better of CFG and none",
+                          f"{_fmt(a)} vs {_fmt(b)} ({_fmt(rows['cascaded']['train_seconds'] / 60)} vs {_fmt(rows[other]['train_seconds'] / 60)} min)", a < MARGIN * b)
+    if st := studies.get("unified_latents_sweep"):
+        rows = sorted(st["rows"], key=lambda r: r["lambda0"])
+        bits, psnr = [r["bits_per_image"] for r in rows], [r["recon_psnr"] for r in rows]
+        claim("Unified Latents: less latent noise (higher lambda_0) carries more bits and reconstructs better", "`scripts/unified_latents_sweep.py`",
+              "lambda_0 " + " / ".join(_fmt(r["lambda0"]) for r in rows) + ": bits/image " + " / ".join(map(_fmt, bits)) + ", PSNR " + " / ".join(map(_fmt, psnr)) + " dB",
+              all(a < b for a, b in zip(bits, bits[1:])) and all(a < b for a, b in zip(psnr, psnr[1:])))
     return out
+
+
+def study_tables(studies: dict[str, dict]) -> list[str]:
+    """The tables of the issue-6 studies and JiT's embedding toy, each from its script's JSON."""
+    parts: list[str] = []
+    if st := studies.get("unified_latents_sweep"):
+        cols = ("lambda0", "sigma0", "bits_per_image", "bits_per_pixel", "recon_psnr", "recon_fd", "sample_fd", "class_acc")
+        parts += ["", f"### Unified Latents: latent noise vs bitrate vs quality (`scripts/unified_latents_sweep.py`, {st['steps']} steps each)", "",
+                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        parts += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in st["rows"]]
+    if st := studies.get("latent_forcing_ablation"):
+        keys = [k for k in st[0] if k != "order"]
+        parts += ["", "### Latent Forcing ordering ablation (`scripts/latent_forcing_ablation.py`, equal optimizer steps)", "",
+                  "| order | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        parts += ["| " + r["order"] + " | " + " | ".join(_fmt(r[k]) if isinstance(r[k], float) else str(r[k]) for k in keys) + " |" for r in st]
+    if st := studies.get("repa_steps_to_fd"):
+        parts += ["", f"### REPA steps to FD {_fmt(st['threshold_fd'])} ({st['threshold_factor']}x the best final plain-FM FD; "
+                  f"`scripts/repa_steps_to_fd.py`, seeds {st['seeds']}, {st['steps']} steps)", "",
+                  "| encoder | steps to FD per seed | mean +- std | final FD mean +- std |", "|---|---|---|---|"]
+        for arm, a in st["arms"].items():
+            per_seed = ", ".join("-" if s is None else str(s) for s in a["steps_to_fd"])
+            parts.append(f"| {arm} | {per_seed} | {_fmt(a['steps_mean'])} +- {_fmt(a['steps_std'])} | {_fmt(a['final_fd_mean'])} +- {_fmt(a['final_fd_std'])} |")
+    if st := studies.get("jit_embedding_dimension"):
+        c = st["config"]
+        preds = c["predictions"]
+        parts += ["", f"### JiT's toy: 2D {c['data']} embedded in D dims, MLP width {c['width']}, {c['steps']} steps, Heun {c['ode_steps']} "
+                  "(`scripts/jit_embedding_dimension.py`; sliced W2 of the samples projected back / data floor, and mean norm off the data plane)", "",
+                  "| D | " + " | ".join(f"{p}: SW2 / floor" for p in preds) + " | " + " | ".join(f"{p}: off-plane" for p in preds) + " |",
+                  "|---|" + "---|" * (2 * len(preds))]
+        for dim, row in st["results"].items():
+            ratio = [_fmt(row[p]["sw2"] / row[p]["sw2_floor"]) if "sw2" in row[p] else "diverged" for p in preds]
+            off = [_fmt(row[p]["off_plane"]) if "off_plane" in row[p] else "-" for p in preds]
+            parts.append(f"| {dim} | " + " | ".join(ratio + off) + " |")
+    return parts
 
 
 def section() -> str:
     runs = {k: m for k, p in RUNS.items() if (m := _load(p)) is not None}
     benches = {k: m for k, p in BENCHES.items() if (m := _load(p)) is not None}
-    parts = ["Sources: " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in list(RUNS.values()) + list(BENCHES.values()) if p.is_file()), ""]
-    parts += ["### Bars", ""] + bar_lines(runs, benches) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
+    studies = {k: m for k, p in STUDIES.items() if (m := _load(p)) is not None}
+    sources = list(RUNS.values()) + list(STUDIES.values()) + list(BENCHES.values())
+    parts = ["Sources: " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if p.is_file()), ""]
+    parts += ["### Bars", ""] + bar_lines(runs, benches) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
               "Train time is the wall clock the run measured. The runs of fm, meanflow, pmf and dmf used 2 threads; all others "
               "(the other default runs and every comparison run) ran at one thread (`OMP_NUM_THREADS=1 taskset -c N`) beside other jobs, "
               "so their times overstate a 2-core run.", ""] + run_table(runs)

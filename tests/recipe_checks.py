@@ -17,11 +17,20 @@ from safetensors import safe_open
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
+def load_module(folder: str, name: str):
+    """Import ROOT/<folder>/<name>.py (recipes and scripts are files, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_recipe(name: str):
+    return load_module("recipes", name)
+
+
+def load_script(name: str):
+    return load_module("scripts", name)
 
 
 def run_env() -> dict:

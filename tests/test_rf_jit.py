@@ -15,7 +15,7 @@ from flowcore import data, guidance, losses, metrics, sampling, targets
 from flowcore.interpolants import LinearPath, sample_path
 from flowcore.times import LogitNormal, uniform_grid
 from tests import oracles
-from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, load_recipe, read_checkpoint, run_env
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, load_recipe, load_script, read_checkpoint, run_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,6 +144,10 @@ def test_x_and_eps_prediction_give_the_exact_velocity_from_exact_posterior_means
     v = mix.velocity(z, t)
     torch.testing.assert_close(targets.velocity_from_x_prediction(z, x_mean, t, 0.05), v, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(targets.velocity_from_eps_prediction(z, eps_mean, t, 0.05), v, rtol=1e-9, atol=1e-9)
+    for prediction, out in ((targets.Prediction.X, x_mean), (targets.Prediction.EPS, eps_mean), (targets.Prediction.V, v)):
+        torch.testing.assert_close(targets.velocity_from_prediction(prediction, z, out, t), v, rtol=1e-9, atol=1e-9)
+    with pytest.raises(TypeError, match="Prediction"):
+        targets.velocity_from_prediction("x", z, x_mean, t)
     # below the clip the x-prediction velocity is scaled by t / t_floor (JiT's max(1 - t, t_eps))
     t_small = torch.full((n,), 0.01, dtype=torch.float64)
     x_small = mix.posterior(z, t_small).mean()
@@ -229,3 +233,37 @@ def test_rectified_flow_default_reflow_lowers_few_step_error(tmp_path):
 def test_jit_default_meets_teacher_bar(tmp_path):
     results = load_recipe("jit").main(["--out", str(tmp_path)])
     assert results["heun50"]["fd"] <= 1.2 * 0.780
+
+
+# ---------------------------------------------------------------- JiT's embedding-dimension toy (scripts/jit_embedding_dimension.py)
+def test_embedding_is_orthonormal_and_the_off_plane_norm_measures_the_rest():
+    script = load_script("jit_embedding_dimension")
+    P = script.orthonormal_embedding(64, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(P.T @ P, torch.eye(2), rtol=0, atol=1e-6)
+    x2 = torch.randn(100, 2)
+    assert script.off_plane_norm(x2 @ P.T, P) < 1e-5
+    off = torch.randn(100, 64)
+    off = off - (off @ P) @ P.T
+    assert abs(script.off_plane_norm(x2 @ P.T + off, P) - off.norm(dim=1).mean().item()) < 1e-4
+    with pytest.raises(ValueError, match="embedding dimension"):
+        script.orthonormal_embedding(1, torch.Generator())
+
+
+def test_embedding_script_smoke_writes_the_table(tmp_path):
+    script = load_script("jit_embedding_dimension")
+    results = script.main(["--dims", "2", "8", "--steps", "3", "--ode-steps", "2", "--eval-samples", "64", "--width", "16", "--out", str(tmp_path)])
+    assert set(results) == {2, 8} and set(results[8]) == {"x", "eps", "v"}
+    assert (tmp_path / "table.md").read_text().count("\n") == 4
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["predictions"] == ["x", "eps", "v"]
+    with pytest.raises(SystemExit):
+        script.parse(["--dims", "1"])
+
+
+@pytest.mark.slow
+def test_x_prediction_survives_a_high_embedding_dimension_where_eps_and_v_fail(tmp_path):
+    """JiT's claim at toy scale (default script settings, D = 1024 > MLP width 256): x-prediction's samples
+    stay on the data plane and near the data; eps- and v-prediction's leave the plane."""
+    row = load_script("jit_embedding_dimension").main(["--dims", "1024", "--out", str(tmp_path)])[1024]
+    x, eps, v = row["x"], row["eps"], row["v"]
+    assert x["sw2"] < 2 * x["sw2_floor"] and x["off_plane"] < 0.1
+    assert eps.get("off_plane", math.inf) > 10 * x["off_plane"] and v.get("off_plane", math.inf) > 10 * x["off_plane"]
