@@ -40,7 +40,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     experiment.add_common_args(p, data="digits", steps=7000, batch=128, lr=1e-3, depth=4, out="runs/imf")
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end (default: %(default)s)")
-    p.add_argument("--time-inputs", type=TimeInputs, choices=list(TimeInputs), default=TimeInputs.T_GAP, metavar="{" + ",".join(k.value for k in TimeInputs) + "}",
+    p.add_argument("--time-inputs", type=TimeInputs, choices=list(TimeInputs), default=TimeInputs.T_GAP,
                    help="embedded times; iMF's DiT uses gap only (default: t_gap)")
     p.add_argument("--equal-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
     p.add_argument("--omega-max", type=float, default=4.0, help="largest training guidance scale (default: %(default)s)")

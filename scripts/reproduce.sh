@@ -7,7 +7,7 @@ python recipes/fm.py --out runs/fm
 python recipes/fm.py --data checkerboard --out runs/fm_checkerboard
 python recipes/meanflow.py --out runs/meanflow
 python recipes/pmf.py --out runs/pmf
-for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting; do python recipes/$r.py; done
+for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
 # comparison runs behind the README's paper-claims table
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/tvm.py --no-cfg-weight --out runs/tvm_no_cfg_weight
@@ -19,6 +19,13 @@ python recipes/freeflow.py --no-correction --out runs/freeflow_no_correction
 python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --attraction 1.5 --out runs/drifting_checkerboard_attraction1.5
+python recipes/cm.py --data checkerboard --out runs/cm_checkerboard
+python recipes/freeflow.py --data checkerboard --out runs/freeflow_checkerboard
+# studies (each writes its own table; the latent_forcing and unified_latents default runs are members of theirs)
+python scripts/repa_steps_to_fd.py
+python scripts/latent_forcing_ablation.py
+python scripts/unified_latents_sweep.py
+python scripts/jit_embedding_dimension.py
 python bench/step_cost.py --json bench/out/step_cost.json
 python bench/jvp_attention.py --json bench/out/jvp_attention.json
 python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json

@@ -28,6 +28,7 @@ RUNS = {
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "meanflow_digits", "tvm_no_cfg_weight", "cm_ct", "cm_ict", "scm_unstabilised", "freeflow_no_correction", "jit_v",
         "drifting_attraction1.5", "drifting_checkerboard", "drifting_checkerboard_attraction1.5")},
+    **{f"{r} (2D)": ROOT / f"runs/{r}_checkerboard/metrics.json" for r in ("cm", "freeflow")},
 }
 STUDIES = {
     "repa_steps_to_fd": ROOT / "runs/repa_steps_to_fd/steps_to_fd.json",
@@ -105,6 +106,10 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
         one, teacher = rf["results"]["distill_1nfe"], best(fm["results"], ["euler50", "heun50"], "fd")
         row("rectified_flow distilled 1-NFE FD / FM 50-step FD (digits)", one["fd"] / teacher, "<= 1.5", one["fd"] / teacher <= 1.5)
         row("rectified_flow distilled 1-NFE class accuracy", one["class_acc"], ">= 0.90", one["class_acc"] >= 0.90)
+    for name in ("cm", "freeflow"):
+        if (m := runs.get(f"{name} (2D)")) and "sw2" in m["results"].get("teacher_heun50", {}):
+            v = m["results"]["1nfe"]["sw2"] / m["results"]["teacher_heun50"]["sw2"]
+            row(f"{name} 1-NFE SW2 / its teacher's Heun-50 SW2 (checkerboard)", v, "<= 1.5", v <= 1.5)
     jit = runs.get("jit (default)")
     if fm and jit and "heun50" in jit["results"]:
         v = best(jit["results"], ["heun50", "heun50_nocfg"], "fd") / best(fm["results"], ["euler50", "heun50"], "fd")
@@ -205,6 +210,11 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
                 a, b, c = (m["results"]["1nfe"]["fd"] for m in (ct, ict, cd))
                 closed = (a - b) / (a - c) if a != c else float("nan")
                 claim("iCT closes most of the CT-CD gap", "`cm_ict` between `cm_ct` and `cm`", f"1 NFE: CT {_fmt(a)}, iCT {_fmt(b)}, CD {_fmt(c)}; gap closed {_fmt(closed)}", closed > 0.5)
+    if (r := runs.get("cm (2D)")) and "teacher_heun50" in r["results"]:
+        res = r["results"]
+        claim("CD on 2D: 1 step close to the teacher's 50 steps, and no gain from 2 to 4 steps", "`cm --data checkerboard` vs its teacher's Heun 50",
+              f"sliced W2 1/2/4 NFE: {_series(res, NFE, 'sw2')}; teacher {_fmt(res['teacher_heun50']['sw2'])}",
+              res["1nfe"]["sw2"] <= 1.5 * res["teacher_heun50"]["sw2"] and res["4nfe"]["sw2"] >= 0.95 * res["2nfe"]["sw2"])
     if (r := get("scm")) and (u := get("scm_unstabilised")):
         claim("sCM: tangent normalisation and warm-up stabilise training", "`scm` vs `scm_unstabilised`",
               f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(u['results'], NFE)}", r["results"]["1nfe"]["fd"] < u["results"]["1nfe"]["fd"])

@@ -45,6 +45,9 @@ class TimeInputs(enum.Enum):
     T_GAP = "t_gap"
     GAP = "gap"
 
+    def __str__(self) -> str:
+        return self.value
+
 
 def time_inputs_of(kind: TimeInputs, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The scalars embedded for ``kind``: (t, s), (t, t - s) or (t - s,)."""
