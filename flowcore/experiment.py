@@ -130,8 +130,9 @@ def add_common_args(parser: argparse.ArgumentParser, *, data: str, steps: int, b
 
 
 def add_meanflow_loss_args(parser: argparse.ArgumentParser) -> None:
-    """The MeanFlow family's loss flags: adaptive weight (p, c) and training-time CFG (omega, kappa,
-    label dropout), with MeanFlow's defaults (arXiv 2505.13447, Table 4 at toy scale)."""
+    """The MeanFlow family's loss flags (Geng et al. 2025, arXiv 2505.13447): adaptive weight
+    w = 1 / (sg(L) + c)^p and training-time CFG (omega, kappa, label dropout), shared by meanflow.py,
+    alphaflow.py and uaimf.py so their comparison runs use the same values."""
     g = parser.add_argument_group("meanflow loss")
     g.add_argument("--p", type=float, default=1.0, help="adaptive-weight power (default: %(default)s)")
     g.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, on a sum over dims (default: %(default)s)")

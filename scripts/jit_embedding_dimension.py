@@ -1,19 +1,20 @@
-"""JiT's toy experiment (Li & He 2025, arXiv 2511.13720, Sec. 3): x-, eps- and v-prediction as the
-data dimension grows past the network's width.
+"""JiT's toy experiment (Li & He 2025, arXiv 2511.13720): x-, eps- and v-prediction as the data
+dimension grows past the network's width.
 
 2D data x is embedded in D dimensions by a fixed random matrix P (D x 2) with orthonormal columns,
 x_D = P x. The same MLP (residual width --width, so its output lies in a width-dimensional family of
 directions per input) is trained on x_D with the v-loss of recipes/jit.py while it outputs x, eps or v
-(``targets.velocity_from_prediction``), then sampled by 50 Heun steps. Scores: the sliced W2 of the
-samples projected back, P^T x_D, against the 2D data (with the data-vs-data floor), and the mean
-norm of the part of the sample off the data plane, ||(I - P P^T) x_D||, which is 0 for the data.
+(``targets.velocity_from_prediction``), t ~ LogitNormal(0, 1); its EMA is sampled by 50 Heun steps.
+Scores: the sliced W2 of the samples projected back, P^T x_D, against the 2D data (with the
+data-vs-data floor), and the mean norm of the part of the sample off the data plane,
+||(I - P P^T) x_D||, which is 0 for the data.
 
 The paper's claim: x-prediction stays good as D grows, while eps- and v-prediction, whose targets
 carry the D-dimensional noise, fail once D exceeds what the network can represent. Writes
 OUT/results.json and OUT/table.md (one row per D, one column pair per prediction).
 
-    python scripts/jit_embedding_dimension.py                      # D = 2, 16, 128, 1024
-    python scripts/jit_embedding_dimension.py --dims 2 512 --steps 2000
+    python scripts/jit_embedding_dimension.py                      # D = 2, 32, 512 with width 128
+    python scripts/jit_embedding_dimension.py --dims 2 1024 --width 256
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from flowcore import losses, metrics, sampling, targets
+from flowcore import losses, metrics, sampling, targets, train
 from flowcore.data import Toy2D
 from flowcore.interpolants import LinearPath, sample_path
 from flowcore.nn import MLP, MLPConfig
@@ -53,6 +54,7 @@ def train_and_score(toy: Toy2D, embedding: torch.Tensor, prediction: targets.Pre
     dim = embedding.shape[0]
     net = MLP(MLPConfig(dim=dim, width=args.width, depth=args.depth))
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    ema = train.EMA(net, (args.ema,))
     path, t_dist, data_gen = LinearPath(), LogitNormal(args.p_mean, args.p_std), torch.Generator().manual_seed(args.seed + 1)
     start = time.perf_counter()
     for _ in range(args.steps):
@@ -65,9 +67,10 @@ def train_and_score(toy: Toy2D, embedding: torch.Tensor, prediction: targets.Pre
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        ema.update(net)
     train_seconds = time.perf_counter() - start
-    net.eval()
-    field = lambda z, t: targets.velocity_from_prediction(prediction, z, net(z, t, t), t, args.t_floor)
+    average = ema.averaged(args.ema)
+    field = lambda z, t: targets.velocity_from_prediction(prediction, z, average(z, t, t), t, args.t_floor)
     with torch.no_grad():
         noise = torch.randn(args.eval_samples, dim, generator=torch.Generator().manual_seed(args.seed + 2))
         samples = sampling.heun(field, noise, uniform_grid(args.ode_steps))
@@ -91,16 +94,17 @@ def markdown(results: dict[int, dict[str, dict]], predictions: list[targets.Pred
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Toy2D, choices=list(Toy2D), default=Toy2D.SPIRALS, help="2D data (default: %(default)s)")
-    p.add_argument("--dims", type=int, nargs="+", default=[2, 16, 128, 1024], help="embedding dimensions D (default: 2 16 128 1024)")
+    p.add_argument("--dims", type=int, nargs="+", default=[2, 32, 512], help="embedding dimensions D (default: 2 32 512)")
     p.add_argument("--predictions", type=targets.Prediction, nargs="+", choices=list(targets.Prediction), default=list(targets.Prediction))
-    p.add_argument("--width", type=int, default=256, help="MLP residual width (default: %(default)s)")
+    p.add_argument("--width", type=int, default=128, help="MLP residual width (default: %(default)s)")
     p.add_argument("--depth", type=int, default=4, help="MLP residual blocks (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=2000, help="training steps per run (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=4000, help="training steps per run (default: %(default)s)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the sampled weights (default: %(default)s)")
     p.add_argument("--t-floor", type=float, default=0.05, help="JiT's t_eps (default: %(default)s)")
-    p.add_argument("--p-mean", type=float, default=0.8, help="logit-normal mean of t in flowcore time (JiT's -0.8 flipped) (default: %(default)s)")
-    p.add_argument("--p-std", type=float, default=0.8)
+    p.add_argument("--p-mean", type=float, default=0.0, help="logit-normal mean of t (default: %(default)s; recipes/jit.py's image setting is 0.8)")
+    p.add_argument("--p-std", type=float, default=1.0, help="logit-normal std of t (default: %(default)s; recipes/jit.py: 0.8)")
     p.add_argument("--ode-steps", type=int, default=50, help="Heun steps (default: %(default)s)")
     p.add_argument("--eval-samples", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,10 @@ number of training steps until the FD curve first reaches a threshold, and the f
 Threshold (the method card's evaluation kit): ``factor`` x the best (lowest) final curve FD among
 the baseline (none) seeds. A run that never reaches it counts as not reached (listed, excluded
 from the mean). Runs whose metrics.json exists are not repeated. Writes OUT/steps_to_fd.json.
+
+Beside that one threshold, --levels gives the whole picture: for each FD level, the steps each arm
+needs to first reach it, linearly interpolated between the curve points around the crossing (the
+curve is measured every --eval-every steps), as mean +- std over the seeds that reach it.
 """
 
 from __future__ import annotations
@@ -33,11 +37,40 @@ def steps_to_threshold(steps: list[int], fds: list[float], threshold: float) -> 
     return next((s for s, fd in zip(steps, fds) if fd <= threshold), None)
 
 
+def interpolated_steps_to_level(steps: list[int], fds: list[float], level: float) -> float | None:
+    """The step where the FD curve first falls to ``level``, by linear interpolation between the last
+    point above it and the first point at or below it (the first point itself if the curve starts below);
+    None if the curve never gets there."""
+    if len(steps) != len(fds):
+        raise ValueError(f"steps and fds differ in length: {len(steps)} vs {len(fds)}")
+    for i, (s, fd) in enumerate(zip(steps, fds)):
+        if fd <= level:
+            if i == 0:
+                return float(s)
+            s0, f0 = steps[i - 1], fds[i - 1]
+            return s0 + (s - s0) * (f0 - level) / (f0 - fd)
+    return None
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
     mean = sum(values) / len(values)
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def level_table(curves: dict[str, list[dict]], levels: list[float]) -> list[dict]:
+    """Per FD level: per arm, the interpolated steps-to-level of each seed (None = not reached) and
+    their mean and std over the seeds that reach it."""
+    rows = []
+    for level in levels:
+        row: dict = {"level": level, "arms": {}}
+        for arm, runs in curves.items():
+            reached = [interpolated_steps_to_level(c["step"], c["fd"], level) for c in runs]
+            mean, std = _mean_std([r for r in reached if r is not None])
+            row["arms"][arm] = {"steps": reached, "mean": mean, "std": std}
+        rows.append(row)
+    return rows
 
 
 def summarize(curves: dict[str, list[dict]], factor: float) -> dict:
@@ -92,6 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="OMP threads per run (default: %(default)s)")
     p.add_argument("--factor", type=float, default=1.2, help="threshold = factor x best final baseline FD (default: %(default)s)")
+    p.add_argument("--levels", type=float, nargs="+", default=[30.0, 15.0, 10.0, 8.0],
+                   help="FD levels of the steps-to-level table (default: 30 15 10 8)")
     p.add_argument("--analyse-only", action="store_true", help="only read the runs already in --out")
     args, extra = p.parse_known_args(argv)
     if BASELINE not in args.arms:
@@ -104,13 +139,18 @@ def main(argv: list[str] | None = None) -> dict:
     curves: dict[str, list[dict]] = {arm: [] for arm in args.arms}
     for arm, seed in jobs:
         curves[arm].append(json.loads((run_dir(args.out, arm, seed) / "metrics.json").read_text())["curve"])
-    summary = {"steps": args.steps, "seeds": args.seeds, "extra_flags": extra, **summarize(curves, args.factor)}
+    summary = {"steps": args.steps, "seeds": args.seeds, "extra_flags": extra, **summarize(curves, args.factor),
+               "levels": level_table(curves, args.levels)}
     (args.out / "steps_to_fd.json").write_text(json.dumps(summary, indent=2))
     print(f"threshold FD {summary['threshold_fd']:.3f} = {args.factor} x best final FD of '{BASELINE}'")
     print(f"{'arm':8s} {'steps to FD':>18s} {'reached':>8s} {'final FD':>16s}")
     for arm, row in summary["arms"].items():
         print(f"{arm:8s} {row['steps_mean']:9.0f} +- {row['steps_std']:5.0f} {row['reached']:>4d}/{row['runs']:<3d} "
               f"{row['final_fd_mean']:8.3f} +- {row['final_fd_std']:.3f}")
+    print("steps to reach each FD level (interpolated; mean +- std over the seeds that reach it, reached/seeds):")
+    for row in summary["levels"]:
+        cells = [f"{arm} {a['mean']:.0f} +- {a['std']:.0f} ({sum(r is not None for r in a['steps'])}/{len(a['steps'])})" for arm, a in row["arms"].items()]
+        print(f"  FD {row['level']:g}: " + ", ".join(cells))
     return summary
 
 

@@ -241,13 +241,14 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
             claim("Drifting on 2D: attraction 1.5x repulsion hurts", "`drifting_checkerboard` vs `drifting_checkerboard_attraction1.5`",
                   f"sliced W2 {_fmt(one)} vs {_fmt(worse)}", one < worse)
     if st := studies.get("jit_embedding_dimension"):
-        dim = max(st["results"], key=int)
-        row, width = st["results"][dim], st["config"]["width"]
+        low, high = min(st["results"], key=int), max(st["results"], key=int)
+        row, width = st["results"][high], st["config"]["width"]
         off = {p: row[p].get("off_plane", float("inf")) for p in ("x", "eps", "v") if p in row}
-        claim(f"JiT: x-prediction stays good where eps/v-prediction fail once D exceeds the width (2D data in D = {dim}, MLP width {width})",
+        x_low, x_high = st["results"][low]["x"]["sw2"], row["x"]["sw2"]
+        claim(f"JiT: x-prediction stays good where eps/v-prediction fail once D exceeds the width (2D data in D = {high}, MLP width {width})",
               "`scripts/jit_embedding_dimension.py`", f"off-plane norm x {_fmt(off['x'])}, eps {_fmt(off['eps'])}, v {_fmt(off['v'])}; "
-              f"x's sliced W2 {_fmt(row['x']['sw2'])} (floor {_fmt(row['x']['sw2_floor'])})",
-              off["x"] < 0.1 * min(off["eps"], off["v"]) and row["x"]["sw2"] <= 2 * row["x"]["sw2_floor"])
+              f"x's sliced W2 {_fmt(x_high)} at D = {high} vs {_fmt(x_low)} at D = {low}",
+              off["x"] < 0.1 * min(off["eps"], off["v"]) and x_high <= 1.5 * x_low)
     if st := studies.get("repa_steps_to_fd"):
         arms, seeds = st["arms"], len(st["seeds"])
         base, ours, rand = arms["none"], arms.get("trained"), arms.get("random")
@@ -298,6 +299,13 @@ def study_tables(studies: dict[str, dict]) -> list[str]:
         for arm, a in st["arms"].items():
             per_seed = ", ".join("-" if s is None else str(s) for s in a["steps_to_fd"])
             parts.append(f"| {arm} | {per_seed} | {_fmt(a['steps_mean'])} +- {_fmt(a['steps_std'])} | {_fmt(a['final_fd_mean'])} +- {_fmt(a['final_fd_std'])} |")
+        if levels := st.get("levels"):
+            arms = list(levels[0]["arms"])
+            parts += ["", "Steps to reach each FD level, interpolated between curve points (mean +- std over seeds, reached/seeds):", "",
+                      "| FD level | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+            for row in levels:
+                cells = [f"{_fmt(a['mean'])} +- {_fmt(a['std'])} ({sum(r is not None for r in a['steps'])}/{len(a['steps'])})" for a in row["arms"].values()]
+                parts.append(f"| {_fmt(row['level'])} | " + " | ".join(cells) + " |")
     if st := studies.get("jit_embedding_dimension"):
         c = st["config"]
         preds = c["predictions"]

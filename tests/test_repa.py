@@ -282,6 +282,12 @@ def test_steps_to_fd_analysis_on_known_curves():
     assert summary["arms"]["trained"]["steps_to_fd"] == [100, 200]
     assert summary["arms"]["trained"]["steps_mean"] == pytest.approx(150) and summary["arms"]["trained"]["steps_std"] == pytest.approx(50)
     assert summary["arms"]["trained"]["final_fd_mean"] == pytest.approx(0.85)
+    assert script.interpolated_steps_to_level([100, 200, 300], [3.0, 2.0, 1.0], 1.5) == pytest.approx(250)
+    assert script.interpolated_steps_to_level([100, 200, 300], [3.0, 2.0, 1.0], 3.5) == pytest.approx(100)
+    assert script.interpolated_steps_to_level([100, 200, 300], [3.0, 2.0, 1.0], 0.5) is None
+    (row,) = script.level_table(curves, [2.0])
+    assert row["arms"]["none"]["steps"] == [pytest.approx(200), pytest.approx(300)] and row["arms"]["none"]["mean"] == pytest.approx(250)
+    assert row["arms"]["trained"]["steps"] == [pytest.approx(100), pytest.approx(100)]
 
 
 @pytest.mark.slow

@@ -261,9 +261,9 @@ def test_embedding_script_smoke_writes_the_table(tmp_path):
 
 @pytest.mark.slow
 def test_x_prediction_survives_a_high_embedding_dimension_where_eps_and_v_fail(tmp_path):
-    """JiT's claim at toy scale (default script settings, D = 1024 > MLP width 256): x-prediction's samples
-    stay on the data plane and near the data; eps- and v-prediction's leave the plane."""
-    row = load_script("jit_embedding_dimension").main(["--dims", "1024", "--out", str(tmp_path)])[1024]
-    x, eps, v = row["x"], row["eps"], row["v"]
-    assert x["sw2"] < 2 * x["sw2_floor"] and x["off_plane"] < 0.1
+    """JiT's claim at toy scale (default script settings: D = 2, 32, 512, MLP width 128): at D = 512 x-prediction's
+    samples stay on the data plane and as close to the data as at D = 2; eps- and v-prediction's leave the plane."""
+    results = load_script("jit_embedding_dimension").main(["--out", str(tmp_path)])
+    x, eps, v = (results[512][p] for p in ("x", "eps", "v"))
+    assert x["sw2"] <= 1.5 * results[2]["x"]["sw2"] and x["off_plane"] < 0.1
     assert eps.get("off_plane", math.inf) > 10 * x["off_plane"] and v.get("off_plane", math.inf) > 10 * x["off_plane"]
