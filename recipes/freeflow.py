@@ -18,7 +18,7 @@ scores the 1-step student next to the teacher's 50-step Heun samples from the sa
 
     python recipes/freeflow.py                                      # digits, prediction + correction
     python recipes/freeflow.py --no-correction --out runs/freeflow_no_correction
-    python recipes/freeflow.py --data checkerboard --out runs/freeflow_checkerboard
+    python recipes/freeflow.py --data checkerboard --steps 6000 --lr 3e-4 --out runs/freeflow_checkerboard   # 2D (1 NFE 0.99x the teacher)
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --attraction 1.5 --out runs/drifting_checkerboard_attraction1.5
 python recipes/cm.py --data checkerboard --out runs/cm_checkerboard
-python recipes/freeflow.py --data checkerboard --out runs/freeflow_checkerboard
+python recipes/freeflow.py --data checkerboard --steps 6000 --lr 3e-4 --out runs/freeflow_checkerboard
 # studies (each writes its own table; the latent_forcing and unified_latents default runs are members of theirs)
 python scripts/repa_steps_to_fd.py
 python scripts/latent_forcing_ablation.py
