@@ -180,13 +180,17 @@ def setup(args: argparse.Namespace, **model_options) -> Setup:
 
 
 def run_training(args: argparse.Namespace, run: Setup, loss_fn: Callable[[int], tuple[Tensor, dict[str, float]]],
-                 optimizer: torch.optim.Optimizer, desc: str, extra_modules: Mapping[str, nn.Module] = {}) -> tuple[dict[str, list[float]], float]:
+                 optimizer: torch.optim.Optimizer, desc: str, extra_modules: Mapping[str, nn.Module] = {},
+                 eval_flags: tuple[str, ...] = ()) -> tuple[dict[str, list[float]], float]:
     """``train.train_loop`` with the common flags; returns (loss history, training seconds).
-    ``extra_modules``: further trained modules by role name (e.g. a learned loss weight), checkpointed and resumed."""
+    ``extra_modules``: further trained modules by role name (e.g. a learned loss weight), checkpointed and resumed.
+    ``eval_flags``: the recipe's flags that only change its evaluation (with --eval-samples), so that
+    ``--resume`` of a finished run with other values re-evaluates the same weights."""
     start = time.perf_counter()
     history = train.train_loop(loss_fn=loss_fn, model=run.model, optimizer=optimizer, steps=args.steps, out=args.out,
                                config=config_of(args), dist=run.dist, ema=run.ema, extra_modules=extra_modules, resume=args.resume,
-                               ckpt_every=args.ckpt_every, lr_schedule=linear_decay_tail(args.steps, args.lr_decay), desc=desc)
+                               ckpt_every=args.ckpt_every, lr_schedule=linear_decay_tail(args.steps, args.lr_decay), desc=desc,
+                               resume_may_differ=train.RESUME_MAY_DIFFER + ("eval_samples", *eval_flags))
     return history, round(time.perf_counter() - start, 1)
 
 

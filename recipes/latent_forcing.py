@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
         loss = losses.two_stream_loss(loss_pix, loss_lat, times.pixel_weight, times.latent_weight, args.latent_weight)
         return loss, {"loss": loss.item(), "pixel": (times.pixel_weight * loss_pix).mean().item(), "latent": (times.latent_weight * loss_lat).mean().item()}
 
-    history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, f"latent_forcing[{args.order}]")
+    history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, f"latent_forcing[{args.order}]",
+                                                     eval_flags=("ode_steps", "solver", "cfg"))
     if not dist.is_main:
         train.close_distributed()
         return {}

@@ -19,7 +19,7 @@ from flowcore import losses, representations, sampling, targets, times
 from flowcore.latent_streams import LatentNormalizer, latent_from_pixel_grid, latent_on_pixel_grid
 from flowcore.nn.dit import patchify
 from tests import oracles
-from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, run_env
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, read_checkpoint, run_env
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 200_000
@@ -256,6 +256,20 @@ def test_help_lists_flags():
 
 def test_resume_continues_exactly(tmp_path):
     assert_resume_is_exact("latent_forcing", tmp_path)
+
+
+def test_resume_of_a_finished_run_reevaluates_with_other_sampler_flags(tmp_path):
+    """--ode-steps / --solver / --cfg only change the evaluation: a finished run resumes with new values (and the
+    same weights), while a training flag still blocks the resume."""
+    recipe = _recipe()
+    recipe.main(["--smoke", "--out", str(tmp_path)])
+    weights = read_checkpoint(tmp_path / "checkpoint.safetensors")[0]
+    results = recipe.main(["--smoke", "--out", str(tmp_path), "--resume", "--ode-steps", "2", "--cfg", "1.0", "--solver", "euler"])
+    assert "euler2" in results
+    after = read_checkpoint(tmp_path / "checkpoint.safetensors")[0]
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
+    with pytest.raises(ValueError, match="latent_p"):
+        recipe.main(["--smoke", "--out", str(tmp_path), "--resume", "--latent-p", "0.5"])
 
 
 def test_bad_flags_are_named(tmp_path):

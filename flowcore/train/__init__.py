@@ -23,7 +23,7 @@ from flowcore.train.distributed import (
 )
 from flowcore.train.ema import EMA, ema_name
 from flowcore.train.files import to_jsonable, write_json
-from flowcore.train.loop import CHECKPOINT_NAME, History, NonFiniteLossError, train_loop
+from flowcore.train.loop import CHECKPOINT_NAME, RESUME_MAY_DIFFER, History, NonFiniteLossError, train_loop
 from flowcore.train.outputs import format_table, image_grid, print_table, save_image_grid, save_loss_curve, save_scatter
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "EMA",
     "History",
     "NonFiniteLossError",
+    "RESUME_MAY_DIFFER",
     "checkpoint_info",
     "close_distributed",
     "ema_name",
