@@ -31,7 +31,9 @@ sampled with both times moving together (sampling.simultaneous_stream_grids). --
 DiT and pixel times without the latent channels (t_lat input fixed at 1): plain pixel flow matching
 (x-prediction, v-loss) at equal steps. Sampling: 20 Heun steps (10 per stream for the two-stream orders;
 the paper uses 50: on CPU, 50 steps with CFG on 899 samples cost as much as ~900 training steps) with
-CFG 1.5 on both streams, and without CFG.
+CFG 1.5 on both streams, and without CFG. A diagnostic for the two-stream orders samples the pixel phase alone on
+the clean latents of the evaluation's own images ("pixels_given_data_latent"): it separates the latent stream's
+quality from the pixel stream's.
 
     python recipes/latent_forcing.py                         # cascaded, the trained digits encoder
     python recipes/latent_forcing.py --order pixel-only --out runs/latent_forcing_pixel_only
@@ -45,7 +47,7 @@ import enum
 
 import torch
 
-from flowcore import experiment, guidance, losses, representations, sampling, targets, train
+from flowcore import data, experiment, guidance, losses, representations, sampling, targets, train
 from flowcore.interpolants import LinearPath, sample_path
 from flowcore.latent_streams import LatentNormalizer, latent_from_pixel_grid, latent_on_pixel_grid
 from flowcore.nn import DiT, DiTConfig, TimeInputs
@@ -183,8 +185,21 @@ def main(argv: list[str] | None = None) -> dict:
         solve = sampling.stream_heun if args.solver is Solver.HEUN else sampling.stream_euler
         return solve(field, eps, z_lat, *grids)[0]
 
+    def pixels_given_data_latent(eps: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Diagnostic (no CFG): the pixel phase alone, t_lat = 0, on the clean latents of the evaluation's own
+        images (half B of the digits, whose labels ``y`` are): how good the pixels are when the latent is right."""
+        (_, _), (x_eval, y_eval) = data.digits_halves()
+        if not torch.equal(y_eval[: y.shape[0]], y):
+            raise RuntimeError("the evaluation labels are not half B's: cannot look up their images' latents")
+        with torch.no_grad():
+            z_lat = normalize(encoder(x_eval[: y.shape[0]]))
+        field, solve = stream_field(y, 1.0), sampling.heun if args.solver is Solver.HEUN else sampling.euler
+        return solve(lambda z, t: field(z, z_lat, t, torch.zeros_like(t))[0], eps, uniform_grid(args.ode_steps // 2))
+
     name = f"{args.solver}{args.ode_steps}"
     generators = {name: lambda eps, y: generate(eps, y, args.cfg), f"{name}_nocfg": lambda eps, y: generate(eps, y, 1.0)}
+    if two_streams:
+        generators[f"pixels_given_data_latent_{args.solver}{args.ode_steps // 2}"] = pixels_given_data_latent
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history,
                              {"recipe": "latent_forcing", "order": args.order.value, "train_seconds": train_seconds, "steps": args.steps,

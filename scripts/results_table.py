@@ -262,7 +262,7 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
                   f"steps {text(rand)} vs {text(base)}", not (rand["reached"] == rand["runs"] and rand["steps_mean"] < MARGIN * base["steps_mean"]))
     if st := studies.get("latent_forcing_ablation"):
         rows = {r["order"]: r for r in st}
-        fd = lambda r: min(v for k, v in r.items() if k.endswith("_fd") and k != "floor_fd" and v is not None)
+        fd = lambda r: min(v for k, v in r.items() if re.fullmatch(r"(heun|euler)\d+(_nocfg)?_fd", k) and v is not None)  # noqa: E731
         if "cascaded" in rows:
             for other, text in (("joint", "Latent Forcing: the cascaded order beats joint random times (equal steps)"),
                                 ("pixel-only", "Latent Forcing beats plain pixel flow matching at equal steps")):

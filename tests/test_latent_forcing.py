@@ -244,7 +244,9 @@ def test_smoke_writes_every_output(extra, tmp_path):
     assert {"checkpoint.safetensors", "metrics.json", "config.json", "loss.png"} <= files
     assert any(f.startswith("samples_") and f.endswith(".png") for f in files)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["results"].keys() == results.keys() and "floor" in results and len(results) == 3
+    assert metrics["results"].keys() == results.keys() and "floor" in results
+    two_streams = not extra or extra[1] != "pixel-only"
+    assert len(results) == 3 + two_streams and any(k.startswith("pixels_given_data_latent") for k in results) == two_streams
     assert metrics["order"] == (extra[1] if extra else "cascaded") and metrics["train_seconds"] > 0
     for row in results.values():
         assert all(v == v for v in row.values())
