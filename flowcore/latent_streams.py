@@ -4,6 +4,8 @@ aligning a coarse latent grid with the pixel grid so that one transformer token 
 patch and the latent cell it lies in.
 
 - ``LatentNormalizer``: f -> (f - mean_c) / sqrt(var_c + eps) * pixel_std, per feature channel c.
+- ``PrincipalChannels``: f -> U_k^T (f - mean) per latent cell, the top-k principal directions of the
+  encoder's channels: a smaller latent for the same grid.
 - ``latent_on_pixel_grid`` / ``latent_from_pixel_grid``: nearest upsampling of a (B, C, h, w) latent
   to the (H, W) pixel grid, and its left inverse, the mean over each (H/h) x (W/w) cell.
 
@@ -58,6 +60,41 @@ class LatentNormalizer:
             raise ValueError(f"LatentNormalizer: features must be (B, {self.mean.shape[0]}, h, w), got {tuple(features.shape)}")
         scale = self.pixel_std / torch.sqrt(self.var + self.eps)
         return (features - self.mean[:, None, None]) * scale[:, None, None]
+
+
+@dataclass(frozen=True)
+class PrincipalChannels:
+    """Projection of a (B, C, h, w) feature map onto its top-k principal channel directions, per cell:
+
+        p = U_k^T (f - mean),   U_k (C, k) the eigenvectors of the channel covariance with the k largest eigenvalues,
+
+    fitted over all cells of the training data (fp64; each direction's sign fixed so that its largest
+    entry is positive). A latent of k channels instead of C, keeping the most variance a linear map can."""
+
+    mean: Tensor
+    basis: Tensor
+
+    def __post_init__(self) -> None:
+        if self.mean.dim() != 1 or self.basis.dim() != 2 or self.basis.shape[0] != self.mean.shape[0]:
+            raise ValueError(f"PrincipalChannels: mean must be (C,) and basis (C, k), got {tuple(self.mean.shape)} and {tuple(self.basis.shape)}")
+
+    @classmethod
+    def fit(cls, features: Tensor, k: int) -> PrincipalChannels:
+        if features.dim() != 4:
+            raise ValueError(f"PrincipalChannels.fit: features must be (N, C, h, w), got {tuple(features.shape)}")
+        if not 1 <= k <= features.shape[1]:
+            raise ValueError(f"PrincipalChannels.fit: k must be in [1, {features.shape[1]}], got {k}")
+        cells = features.detach().double().permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        mean = cells.mean(0)
+        eigenvalues, vectors = torch.linalg.eigh(torch.cov((cells - mean).T, correction=0))
+        basis = vectors[:, eigenvalues.argsort(descending=True)[:k]]
+        basis = basis * torch.sign(basis.gather(0, basis.abs().argmax(0, keepdim=True)))
+        return cls(mean.float(), basis.float())
+
+    def __call__(self, features: Tensor) -> Tensor:
+        if features.dim() != 4 or features.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"PrincipalChannels: features must be (B, {self.mean.shape[0]}, h, w), got {tuple(features.shape)}")
+        return torch.einsum("bchw,ck->bkhw", features - self.mean[:, None, None], self.basis)
 
 
 def _cell(small: tuple[int, int], large: tuple[int, int]) -> int:

@@ -4,10 +4,11 @@ latent is generated first (pixels held at pure noise) and the pixels second (lat
 the latent is then thrown away. The encoder runs only in training.
 
 On digits: pixels (1, 8, 8); latent = the frozen DigitsEncoder's (16, 4, 4) features
-(flowcore.representations), normalised per channel to the pixels' standard deviation
-(latent_streams.LatentNormalizer), upsampled to the 8x8 grid and stacked as 16 more input channels of a DiT
-with patch 2, so token i holds pixel patch i and latent cell i (the summed per-token embeddings);
-the DiT predicts x for both streams (latent head = the cell mean of its 16 extra output channels).
+(flowcore.representations), or with --latent-channels k < 16 their projection on the top k principal
+channel directions (latent_streams.PrincipalChannels), normalised per channel to the pixels' standard
+deviation (latent_streams.LatentNormalizer), upsampled to the 8x8 grid and stacked as k more input
+channels of a DiT with patch 2, so token i holds pixel patch i and latent cell i (the summed per-token
+embeddings); the DiT predicts x for both streams (latent head = the cell mean of its k extra output channels).
 Its two time inputs (TimeInputs.T_S) are (t_pix, t_lat): two time embeddings summed into the adaLN
 conditioning with the class embedding, as the paper's c = t_emb_pix + t_emb_lat + y_emb.
 
@@ -49,7 +50,7 @@ import torch
 
 from flowcore import data, experiment, guidance, losses, representations, sampling, targets, train
 from flowcore.interpolants import LinearPath, sample_path
-from flowcore.latent_streams import LatentNormalizer, latent_from_pixel_grid, latent_on_pixel_grid
+from flowcore.latent_streams import LatentNormalizer, PrincipalChannels, latent_from_pixel_grid, latent_on_pixel_grid
 from flowcore.nn import DiT, DiTConfig, TimeInputs
 from flowcore.times import LATENT_FORCING_PIXEL_TIMES, StreamTimes, independent_stream_times, latent_first_times, uniform_grid
 
@@ -89,6 +90,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.set_defaults(model=experiment.ModelKind.DIT, ema=0.998)  # 0.998^2000 = 2% of the zero init left in the EMA (0.999: 14%)
     p.add_argument("--order", type=Order, choices=list(Order), default=Order.CASCADED, help="training/sampling order (default: %(default)s)")
     p.add_argument("--encoder", type=Encoder, choices=list(Encoder), default=Encoder.TRAINED, help="latent encoder (default: %(default)s)")
+    p.add_argument("--latent-channels", type=int, default=representations.FEATURE_CHANNELS,
+                   help=f"latent channels: the encoder's features projected on their top principal channel directions (default: all {representations.FEATURE_CHANNELS})")
     p.add_argument("--latent-p", type=float, default=0.4, help="fraction of latent steps, cascaded order (default: %(default)s)")
     p.add_argument("--latent-weight", type=float, default=0.333, help="weight of the latent loss (default: %(default)s)")
     p.add_argument("--t-floor", type=float, default=0.05, help="clip in v = (z - x)/t, the paper's t_eps (default: %(default)s)")
@@ -97,6 +100,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--solver", type=Solver, choices=list(Solver), default=Solver.HEUN, help="sampling ODE solver (default: %(default)s)")
     p.add_argument("--ode-steps", type=int, default=20, help="sampling steps, split evenly between the two phases (default: %(default)s)")
     args = experiment.finalize_args(p.parse_args(argv))
+    if not 1 <= args.latent_channels <= representations.FEATURE_CHANNELS:
+        raise SystemExit(f"--latent-channels must be in [1, {representations.FEATURE_CHANNELS}], got {args.latent_channels}")
     if args.ode_steps < 2 or args.ode_steps % 2:
         raise SystemExit(f"--ode-steps must be even and >= 2 (two phases), got {args.ode_steps}")
     if args.smoke:
@@ -114,8 +119,11 @@ def main(argv: list[str] | None = None) -> dict:
     two_streams = args.order is not Order.PIXEL_ONLY
     encoder = representations.load_digits_encoder() if args.encoder is Encoder.TRAINED else representations.random_digits_encoder(args.seed)
     with torch.no_grad():
-        normalize = LatentNormalizer.fit(encoder(source.images), source.images)
-    channels = 1 + representations.FEATURE_CHANNELS * two_streams
+        features = encoder(source.images)
+        project = PrincipalChannels.fit(features, args.latent_channels) if args.latent_channels < features.shape[1] else (lambda f: f)
+        normalize = LatentNormalizer.fit(project(features), source.images)
+    latent = lambda images: normalize(project(encoder(images)))  # noqa: E731
+    channels = 1 + args.latent_channels * two_streams
     model = DiT(DiTConfig(channels=channels, patch=8 // representations.GRID, width=args.width, depth=args.depth,
                           num_classes=source.num_classes, time_inputs=TimeInputs.T_S))
     run = experiment.Setup(dist, source, model, train.prepare_model(model, dist), train.EMA(model, (args.ema,)))
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         z_lat = v_lat = None
         if two_streams:
             with torch.no_grad():
-                x_lat = normalize(encoder(x))
+                x_lat = latent(x)
             z_lat, _ = sample_path(path, x_lat, torch.randn_like(x_lat), times.t_lat)
             v_lat = targets.velocity_from_x_prediction(z_lat, x_lat, times.t_lat, args.t_floor)
         pred_pix, pred_lat = velocities(run.net, z_pix, z_lat, times.t_pix, times.t_lat, y)
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not two_streams:
             solve = sampling.heun if args.solver is Solver.HEUN else sampling.euler
             return solve(lambda z, t: field(z, None, t, torch.ones_like(t))[0], eps, uniform_grid(n))
-        z_lat = torch.randn((eps.shape[0], representations.FEATURE_CHANNELS, *grid), generator=torch.Generator().manual_seed(args.seed + 778))
+        z_lat = torch.randn((eps.shape[0], args.latent_channels, *grid), generator=torch.Generator().manual_seed(args.seed + 778))
         grids = sampling.cascaded_stream_grids(n) if args.order is Order.CASCADED else sampling.simultaneous_stream_grids(n)
         solve = sampling.stream_heun if args.solver is Solver.HEUN else sampling.stream_euler
         return solve(field, eps, z_lat, *grids)[0]
@@ -192,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not torch.equal(y_eval[: y.shape[0]], y):
             raise RuntimeError("the evaluation labels are not half B's: cannot look up their images' latents")
         with torch.no_grad():
-            z_lat = normalize(encoder(x_eval[: y.shape[0]]))
+            z_lat = latent(x_eval[: y.shape[0]])
         field, solve = stream_field(y, 1.0), sampling.heun if args.solver is Solver.HEUN else sampling.euler
         return solve(lambda z, t: field(z, z_lat, t, torch.zeros_like(t))[0], eps, uniform_grid(args.ode_steps // 2))
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from flowcore import losses, representations, sampling, targets, times
-from flowcore.latent_streams import LatentNormalizer, latent_from_pixel_grid, latent_on_pixel_grid
+from flowcore.latent_streams import LatentNormalizer, PrincipalChannels, latent_from_pixel_grid, latent_on_pixel_grid
 from flowcore.nn.dit import patchify
 from tests import oracles
 from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, read_checkpoint, run_env
@@ -212,6 +212,28 @@ def test_latent_normalizer_matches_the_pixel_std_per_channel():
         norm(feats[:, :3])
 
 
+def test_principal_channels_recover_a_known_channel_covariance():
+    """Cells drawn with covariance Q diag(lam) Q^T: the fitted basis is Q's top columns (up to sign), the projected
+    channels have variances lam (largest first) and are uncorrelated; k = C is a rotation (norms kept)."""
+    g = torch.Generator().manual_seed(8)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    lam = torch.tensor([9.0, 4.0, 2.0, 1.0, 0.5, 0.1], dtype=torch.float64)
+    cells = (torch.randn(40000, 6, generator=g, dtype=torch.float64) * lam.sqrt()) @ q.T + 3.0
+    feats = cells.reshape(2500, 4, 4, 6).permute(0, 3, 1, 2).float()
+    pc = PrincipalChannels.fit(feats, 3)
+    assert pc.basis.shape == (6, 3)
+    cos = (pc.basis.double().T @ q[:, :3]).abs().diagonal()
+    assert torch.all(cos > 0.999)
+    out = pc(feats).double().permute(0, 2, 3, 1).reshape(-1, 3)
+    cov = torch.cov(out.T, correction=0)
+    assert torch.allclose(cov.diagonal(), lam[:3], rtol=0.05) and cov.fill_diagonal_(0).abs().max() < 0.1
+    full = PrincipalChannels.fit(feats, 6)
+    centred = feats - feats.mean(dim=(0, 2, 3), keepdim=True)
+    assert torch.allclose(full(feats).norm(dim=1), centred.norm(dim=1), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="k must be"):
+        PrincipalChannels.fit(feats, 7)
+
+
 def test_latent_cells_line_up_with_dit_tokens():
     g = torch.Generator().manual_seed(7)
     latent = torch.randn(3, 16, 4, 4, generator=g)
@@ -237,7 +259,7 @@ def _recipe():
 _env = run_env
 
 
-@pytest.mark.parametrize("extra", [[], ["--order", "joint", "--solver", "euler"], ["--order", "pixel-only", "--encoder", "random"]])
+@pytest.mark.parametrize("extra", [[], ["--order", "joint", "--solver", "euler", "--latent-channels", "4"], ["--order", "pixel-only", "--encoder", "random"]])
 def test_smoke_writes_every_output(extra, tmp_path):
     results = _recipe().main(["--smoke", "--out", str(tmp_path), *extra])
     files = {p.name for p in tmp_path.iterdir()}
@@ -277,6 +299,8 @@ def test_resume_of_a_finished_run_reevaluates_with_other_sampler_flags(tmp_path)
 def test_bad_flags_are_named(tmp_path):
     with pytest.raises(SystemExit, match="--ode-steps"):
         _recipe().main(["--smoke", "--ode-steps", "5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--latent-channels"):
+        _recipe().main(["--smoke", "--latent-channels", "17", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="--model dit"):
         _recipe().main(["--smoke", "--model", "mlp", "--out", str(tmp_path)])
 
