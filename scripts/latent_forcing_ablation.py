@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 row[f"{name}_fd"], row[f"{name}_class_acc"] = scores.get("fd"), scores.get("class_acc")
         row["floor_fd"] = metrics["results"]["floor"]["fd"]
         table.append(row)
-    keys = list(table[0])
+    keys = list(dict.fromkeys(k for row in table for k in row))  # pixel-only has no latent diagnostic column
     lines = ["Compute matched in optimizer steps (same DiT, batch, lr, seed); train_seconds shows the wall-clock cost of each.", "",
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |" for row in table]
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v)  # noqa: E731
+    lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in table]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.md").write_text("\n".join(lines) + "\n")
     (args.out / "ablation.json").write_text(json.dumps(table, indent=2))

@@ -26,6 +26,8 @@ python scripts/repa_steps_to_fd.py
 python scripts/latent_forcing_ablation.py
 python scripts/unified_latents_sweep.py
 python scripts/jit_embedding_dimension.py
+python recipes/latent_forcing.py --latent-channels 4 --out runs/latent_forcing_k4
+python recipes/latent_forcing.py --latent-channels 2 --out runs/latent_forcing_k2
 python bench/step_cost.py --json bench/out/step_cost.json
 python bench/jvp_attention.py --json bench/out/jvp_attention.json
 python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json

@@ -27,7 +27,7 @@ RUNS = {
     "unified_latents (default)": ROOT / "runs/unified_latents_sweep/lambda0_5/metrics.json",
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "meanflow_digits", "tvm_no_cfg_weight", "cm_ct", "cm_ict", "scm_unstabilised", "freeflow_no_correction", "jit_v",
-        "drifting_attraction1.5", "drifting_checkerboard", "drifting_checkerboard_attraction1.5")},
+        "drifting_attraction1.5", "drifting_checkerboard", "drifting_checkerboard_attraction1.5", "latent_forcing_k4", "latent_forcing_k2")},
     **{f"{r} (2D)": ROOT / f"runs/{r}_checkerboard/metrics.json" for r in ("cm", "freeflow")},
 }
 STUDIES = {
@@ -291,12 +291,12 @@ def study_tables(studies: dict[str, dict]) -> list[str]:
                   "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         parts += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in st["rows"]]
     if st := studies.get("latent_forcing_ablation"):
-        keys = [k for k in st[0] if k != "order"]
+        keys = [k for k in dict.fromkeys(k for r in st for k in r) if k != "order"]
         parts += ["", "### Latent Forcing ordering ablation (`scripts/latent_forcing_ablation.py`, equal optimizer steps)", "",
                   "Each order ran at one thread; the cascaded run shared its core with short test jobs for part of its run, "
                   "so its train_seconds overstate its cost.", "",
                   "| order | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        parts += ["| " + r["order"] + " | " + " | ".join(_fmt(r[k]) if isinstance(r[k], float) else str(r[k]) for k in keys) + " |" for r in st]
+        parts += ["| " + r["order"] + " | " + " | ".join(_fmt(r[k]) if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in keys) + " |" for r in st]
     if st := studies.get("repa_steps_to_fd"):
         parts += ["", f"### REPA steps to FD {_fmt(st['threshold_fd'])} ({st['threshold_factor']}x the best final plain-FM FD; "
                   f"`scripts/repa_steps_to_fd.py`, seeds {st['seeds']}, {st['steps']} steps)", "",
