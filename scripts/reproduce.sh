@@ -26,6 +26,10 @@ python scripts/repa_steps_to_fd.py
 python scripts/latent_forcing_ablation.py
 python scripts/unified_latents_sweep.py
 python scripts/jit_embedding_dimension.py
+for o in cascaded joint; do  # the two-stream ablation runs re-evaluated with the pixels-given-the-data's-latent diagnostic
+  rm -rf runs/latent_forcing_diag/$o && mkdir -p runs/latent_forcing_diag && cp -r runs/latent_forcing_ablation/$o runs/latent_forcing_diag/
+  python recipes/latent_forcing.py --order $o --steps 2000 --seed 0 --out runs/latent_forcing_diag/$o --resume
+done
 python recipes/latent_forcing.py --latent-channels 4 --out runs/latent_forcing_k4
 python recipes/latent_forcing.py --latent-channels 2 --out runs/latent_forcing_k2
 python bench/step_cost.py --json bench/out/step_cost.json

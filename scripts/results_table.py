@@ -29,6 +29,8 @@ RUNS = {
         "meanflow_digits", "tvm_no_cfg_weight", "cm_ct", "cm_ict", "scm_unstabilised", "freeflow_no_correction", "jit_v",
         "drifting_attraction1.5", "drifting_checkerboard", "drifting_checkerboard_attraction1.5", "latent_forcing_k4", "latent_forcing_k2")},
     **{f"{r} (2D)": ROOT / f"runs/{r}_checkerboard/metrics.json" for r in ("cm", "freeflow")},
+    # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
+    **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }
 STUDIES = {
     "repa_steps_to_fd": ROOT / "runs/repa_steps_to_fd/steps_to_fd.json",
@@ -61,7 +63,7 @@ def run_table(runs: dict[str, dict]) -> list[str]:
             if name == "floor" or key not in row:
                 continue
             acc = f"{100 * row['class_acc']:.1f}%" if "class_acc" in row else "-"
-            minutes = f"{m['train_seconds'] / 60:.1f} min" if "train_seconds" in m else "-"
+            minutes = f"{m['train_seconds'] / 60:.1f} min" if m.get("train_seconds") else "-"  # 0: a finished run re-evaluated
             floor = row.get(f"{key}_floor", res["floor"][key])  # a posterior distance carries its own floor
             lines.append(f"| {label} | {name} | {'FD' if key == 'fd' else 'sliced W2'} | {_fmt(row[key])} | {_fmt(floor)} | {acc} | {minutes} |")
     return lines
