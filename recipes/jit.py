@@ -22,7 +22,7 @@ Model: flowcore's DiT (adaLN-zero, QK-norm) on 4x4 patches of the 8x8 digits (4 
 width 128, 4 blocks: about 0.09 s per step at 1 thread (0.30 s with 2x2 patches), so the default
 7000 steps fit the 10-minute budget on 2 cores. --model mlp runs the same objective on the MLP.
 
-    python recipes/jit.py                          # digits, DiT with 4x4 patches
+    python recipes/jit.py                          # digits, DiT with 4x4 patches, lr falling linearly to 0 over the last 30%
     python recipes/jit.py --prediction v --out runs/jit_v
 """
 
@@ -41,7 +41,7 @@ from flowcore.times import LogitNormal, uniform_grid
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     experiment.add_common_args(p, data="digits", steps=7000, batch=128, lr=1e-3, depth=4, out="runs/jit")
-    p.set_defaults(model=experiment.ModelKind.DIT)
+    p.set_defaults(model=experiment.ModelKind.DIT, lr_decay=0.3)  # the last 30% at a linearly falling lr: Heun-50 FD 0.994 -> 0.841 (no CFG)
     p.add_argument("--prediction", type=targets.Prediction, choices=list(targets.Prediction), default=targets.Prediction.X, help="network output (default: %(default)s)")
     p.add_argument("--patch", type=int, default=4, help="DiT patch size on the 8x8 digits (default: %(default)s)")
     p.add_argument("--heads", type=int, default=4, help="DiT attention heads (default: %(default)s)")
