@@ -11,6 +11,8 @@ for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow
 # comparison runs behind the README's paper-claims table
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/tvm.py --no-cfg-weight --out runs/tvm_no_cfg_weight
+python recipes/tvm.py --cfg 1.5 --out runs/tvm_cfg1.5
+for w in 1.0 2.0; do rm -rf runs/tvm_cfg$w && cp -r runs/tvm runs/tvm_cfg$w && python recipes/tvm.py --out runs/tvm_cfg$w --resume --cfg $w; done
 python recipes/jit.py --prediction v --out runs/jit_v
 python recipes/cm.py --mode ct --out runs/cm_ct
 python recipes/cm.py --mode ict --out runs/cm_ict

@@ -29,6 +29,9 @@ RUNS = {
         "meanflow_digits", "tvm_no_cfg_weight", "cm_ct", "cm_ict", "scm_unstabilised", "freeflow_no_correction", "jit_v",
         "drifting_attraction1.5", "drifting_checkerboard", "drifting_checkerboard_attraction1.5", "latent_forcing_k4", "latent_forcing_k2")},
     **{f"{r} (2D)": ROOT / f"runs/{r}_checkerboard/metrics.json" for r in ("cm", "freeflow")},
+    "tvm_cfg1.5 (comparison)": ROOT / "runs/tvm_cfg1.5/metrics.json",
+    # TVM's default weights sampled at other CFG scales (a finished run re-evaluated by --resume --cfg W)
+    **{f"tvm_cfg{w} (re-evaluated)": ROOT / f"runs/tvm_cfg{w}/metrics.json" for w in ("1.0", "2.0")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }
