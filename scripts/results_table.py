@@ -66,7 +66,7 @@ def run_table(runs: dict[str, dict]) -> list[str]:
             if name == "floor" or key not in row:
                 continue
             acc = f"{100 * row['class_acc']:.1f}%" if "class_acc" in row else "-"
-            minutes = f"{m['train_seconds'] / 60:.1f} min" if m.get("train_seconds") else "-"  # 0: a finished run re-evaluated
+            minutes = f"{m['train_seconds'] / 60:.1f} min" if m.get("train_seconds", 0) >= 1 else "-"  # < 1 s: a finished run re-evaluated
             floor = row.get(f"{key}_floor", res["floor"][key])  # a posterior distance carries its own floor
             lines.append(f"| {label} | {name} | {'FD' if key == 'fd' else 'sliced W2'} | {_fmt(row[key])} | {_fmt(floor)} | {acc} | {minutes} |")
     return lines
