@@ -263,6 +263,14 @@ def flow_map_generators(model: nn.Module, nfes: tuple[int, ...] = (1, 2, 4), pre
             for k in nfes}
 
 
+def diagonal_velocity_generator(model: nn.Module, steps: int = 100) -> dict[str, Generator]:
+    """``velocity_euler{steps}``: Euler on the flow map's diagonal v(z, t) = u(z, t, t, y) from t = 1 to 0,
+    a check of whether the s = t rows learned the marginal velocity (then it matches the FM teacher's
+    Euler samples), separately from the jumps."""
+    field = lambda y: sampling.velocity_of(lambda z, t, s: model(z, t, s, y))  # noqa: E731
+    return {f"velocity_euler{steps}": lambda eps, y: sampling.euler(field(y), eps, times.uniform_grid(steps))}
+
+
 def _digits_eval_sets(n: int | None) -> tuple[Tensor, Tensor, Tensor]:
     """(half A: the reference, labels of half B: what to generate, half B: the floor's sample)."""
     (xa, _), (xb, yb) = data.digits_halves()

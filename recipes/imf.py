@@ -48,7 +48,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--t-min", type=float, default=0.0, help="guidance interval start for sampling (default: %(default)s)")
     p.add_argument("--t-max", type=float, default=1.0, help="guidance interval end for sampling (default: %(default)s)")
     p.add_argument("--label-drop", type=float, default=0.1, help="label dropout (default: %(default)s)")
-    p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, p = 1, sum over dims (default: %(default)s)")
+    p.add_argument("--p", type=float, default=1.0, help="adaptive-weight power, w = 1/(sg(L) + c)^p; 0 = plain squared error (default: %(default)s)")
+    p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, sum over dims (default: %(default)s)")
     args = experiment.finalize_args(p.parse_args(argv))
     if not (args.omega >= 1 and 0.0 <= args.t_min <= args.t_max <= 1.0):
         raise SystemExit(f"--omega must be >= 1 and 0 <= --t-min <= --t-max <= 1, got {args.omega}, [{args.t_min}, {args.t_max}]")
@@ -88,11 +89,11 @@ def main(argv: list[str] | None = None) -> dict:
         v_g = torch.where(dropped.reshape(-1, 1, 1, 1), v_t, v_g).detach()
         c = conditions(omega, t_min, t_max)
         (u, v), (du_dt, _) = derivative(lambda z_, t_: net(z_, t_, s, y, c), (z, t), (v_c, torch.ones_like(t)))
-        per_sample, loss_u, loss_v = losses.improved_meanflow_loss(targets.compound_velocity(u, du_dt, t, s), v, v_g, args.c)
+        per_sample, loss_u, loss_v = losses.improved_meanflow_loss(targets.compound_velocity(u, du_dt, t, s), v, v_g, args.c, args.p)
         loss = per_sample.mean()
         return loss, {"loss": loss.item(), "mse_u": loss_u.mean().item(), "mse_v": loss_v.mean().item()}
 
-    history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, "imf")
+    history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, "imf", eval_flags=("omega", "t_min", "t_max"))
     if not dist.is_main:
         train.close_distributed()
         return {}

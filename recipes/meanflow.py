@@ -7,7 +7,7 @@ velocity from t to s, trained from scratch on the MeanFlow identity
 t, s ~ logit-normal(-0.4, 1) sorted, with s = t on 75% of the rows (the ImageNet config). On digits the
 target carries training-time CFG, v_g = omega v + kappa u(z,t,t|y) + (1 - omega - kappa) u(z,t,t|null)
 with 10% label dropout, so one network step is a guided sample. Sampling: z_s = z_t + (s - t) u on a
-uniform grid, 1, 2 and 4 NFE.
+uniform grid, 1, 2 and 4 NFE, and 100 Euler steps on the diagonal u(z, t, t) (velocity_euler100).
 
     python recipes/meanflow.py                          # 2D checkerboard (default)
     python recipes/meanflow.py --data digits --derivative fd
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
         train.close_distributed()
         return {}
     student = ema.averaged(args.ema).eval()
-    results, samples = experiment.evaluate(source, experiment.flow_map_generators(student), n=args.eval_samples, seed=args.seed)
+    generators = experiment.flow_map_generators(student) | experiment.diagonal_velocity_generator(student)
+    results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history, {"recipe": "meanflow", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value})
     train.close_distributed()
     return results

@@ -6,7 +6,12 @@ cd "$(dirname "$0")/.."
 python recipes/fm.py --out runs/fm
 python recipes/fm.py --data checkerboard --out runs/fm_checkerboard
 python recipes/meanflow.py --out runs/meanflow
+for p in 0 0.5; do python recipes/meanflow.py --p $p --out runs/meanflow_p$p; done
+python recipes/meanflow.py --lr-decay 0.3 --out runs/meanflow_lr_decay
 python recipes/pmf.py --out runs/pmf
+for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf runs/pmf_w$w && python recipes/pmf.py --out runs/pmf_w$w --resume --omega $w; done
+python recipes/pmf.py --p 1 --out runs/pmf_adaptive
+rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
 # comparison runs behind the README's paper-claims table
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits

@@ -3,7 +3,10 @@
     bash scripts/reproduce.sh          # runs the defaults and the benchmarks, then this script
     python scripts/results_table.py    # only regenerate the README section from existing outputs
 
-No number in the section is typed by hand: each comes from a file named beside it.
+No number in the section is typed by hand: each comes from a file named beside it. Every source read
+from runs/ or bench/out/ is archived (without its loss history) under results/, which is committed, and
+read from there when a fresh checkout has no runs/. A table row or section whose source is in neither
+place is carried unchanged from the section as last generated, and the section names what was carried.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ RUNS = {
     "tvm_cfg1.5 (comparison)": ROOT / "runs/tvm_cfg1.5/metrics.json",
     # TVM's default weights sampled at other CFG scales (a finished run re-evaluated by --resume --cfg W)
     **{f"tvm_cfg{w} (re-evaluated)": ROOT / f"runs/tvm_cfg{w}/metrics.json" for w in ("1.0", "2.0")},
+    # MeanFlow on the checkerboard with the adaptive weight's power lowered, and with a decaying learning rate
+    **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_p0", "meanflow_p0.5", "meanflow_lr_decay")},
+    # pMF's default weights sampled at other guidance scales (--resume --omega W)
+    **{f"pmf_w{w} (re-evaluated)": ROOT / f"runs/pmf_w{w}/metrics.json" for w in ("1.25", "1.5")},
+    # pMF with iMF's adaptive weight (p = 1) at omega 1 and at the paper's sampling omega 1.5
+    "pmf_adaptive (comparison)": ROOT / "runs/pmf_adaptive/metrics.json",
+    "pmf_adaptive_w1.5 (comparison)": ROOT / "runs/pmf_adaptive_w1.5/metrics.json",
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }
@@ -49,8 +59,29 @@ BENCHES = {
 }
 
 
+ARCHIVE = ROOT / "results"
+"""Committed copies of the sources (loss histories dropped), read when runs/ or bench/out/ lacks them."""
+
+
+def _archived(path: Path) -> Path:
+    return ARCHIVE / path.relative_to(ROOT)
+
+
 def _load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The source at ``path`` (archived on the way), else its archived copy, else None."""
+    if path.is_file():
+        data = json.loads(path.read_text())
+        data.pop("history", None)
+        copy = _archived(path)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(json.dumps(data, indent=1) + "\n")
+        return data
+    copy = _archived(path)
+    return json.loads(copy.read_text()) if copy.is_file() else None
+
+
+def _exists(path: Path) -> bool:
+    return path.is_file() or _archived(path).is_file()
 
 
 def _fmt(x: float) -> str:
@@ -179,6 +210,10 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
         if (r := get(name)) and mf:
             claim(text, f"`{name}` vs `meanflow_digits`, {r['steps']} vs {mf['steps']} steps",
                   f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(mf['results'], NFE)}", r["results"]["1nfe"]["fd"] < MARGIN * mf["results"]["1nfe"]["fd"])
+    if (a := get("pmf_adaptive")) and (r := runs.get("pmf (digits)")):
+        claim("MeanFlow's adaptive weight w = 1/(sg(L) + c)^p with p = 1 beats the plain squared error (p = 0)",
+              "`pmf_adaptive` (p = 1) vs `pmf` (p = 0), same steps, both sampled at omega 1",
+              f"1/2/4 NFE: {_series(a['results'], NFE)} vs {_series(r['results'], NFE)}", a["results"]["1nfe"]["fd"] < MARGIN * r["results"]["1nfe"]["fd"])
     if (r := get("dmf")) and mf:
         res = r["results"]
         claim("DMF converted from FM reaches 1-NFE quality sooner than MeanFlow from scratch", f"`dmf` ({r['steps']} fine-tuning steps) vs `meanflow_digits` ({mf['steps']} steps)",
@@ -335,7 +370,7 @@ def section() -> str:
     benches = {k: m for k, p in BENCHES.items() if (m := _load(p)) is not None}
     studies = {k: m for k, p in STUDIES.items() if (m := _load(p)) is not None}
     sources = list(RUNS.values()) + list(STUDIES.values()) + list(BENCHES.values())
-    parts = ["Sources: " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if p.is_file()), ""]
+    parts = ["Sources (each also archived under `results/`): " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if _exists(p)), ""]
     parts += ["### Bars", ""] + bar_lines(runs, benches) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
               "Train time is the wall clock the run measured. The runs of fm, meanflow, pmf and dmf used 2 threads; all others "
               "(the other default runs and every comparison run) ran at one thread (`OMP_NUM_THREADS=1 taskset -c N`) beside other jobs, "
@@ -353,29 +388,95 @@ def section() -> str:
                          f"{_fmt(res['4nfe'][key])} | {_fmt(res['floor'][key])} |")
     if benches.get("step_cost"):
         b = benches["step_cost"]
-        parts += ["", f"Step cost: batch {b['batch']}, median of {b['repeats']}, {b['threads']} threads (`bench/step_cost.py`)."]
+        parts += ["", "### MeanFlow vs FM step cost", "", f"Step cost: batch {b['batch']}, median of {b['repeats']}, {b['threads']} threads (`bench/step_cost.py`)."]
     if rsc := benches.get("recipe_step_cost"):
-        parts += ["", f"Each recipe's own training step against an FM step, same model and batch {rsc['batch']}, {rsc['threads']} threads "
+        parts += ["", "### Recipe step costs", "", f"Each recipe's own training step against an FM step, same model and batch {rsc['batch']}, {rsc['threads']} threads "
                   "(`bench/recipe_step_cost.py`: slope of train_seconds between a 10- and a 60-step run; train_seconds is rounded to 0.1 s, "
                   "so each time has a 2 ms resolution):", "",
                   "| model | recipe | derivative | ms / step | x FM step |", "|---|---|---|---|---|"]
         for r in rsc["rows"]:
             parts.append(f"| {r['model']} | {r['recipe']} | {r['derivative']} | {r['ms_per_step']:.1f} | {r['ratio_to_fm']:.2f} |")
     if att := benches.get("jvp_attention"):
-        parts += ["", f"Attention: B=1, H=8, D=64, fp32, {att['threads']} threads, median times in ms (`bench/jvp_attention.py`):", "",
+        parts += ["", "### Attention JVP timings", "", f"Attention: B=1, H=8, D=64, fp32, {att['threads']} threads, median times in ms (`bench/jvp_attention.py`):", "",
                   "| N | " + " | ".join(att["times_ms"]) + " |", "|---|" + "---|" * len(att["times_ms"])]
         for n in att["times_ms"]["sdpa_fwd"]:
             parts.append(f"| {n} | " + " | ".join(f"{att['times_ms'][k].get(n, float('nan')):.1f}" for k in att["times_ms"]) + " |")
     return "\n".join(parts)
 
 
+def _heading_key(line: str) -> str:
+    """A '### ' heading without its parenthesised details and numbers, which a regeneration may change."""
+    return re.sub(r"\s+", " ", re.sub(r"\(.*|\d+(\.\d+)?", "", line[4:])).strip()
+
+
+def _blocks(text: str) -> dict[str, list[str]]:
+    """The section split at its '### ' headings, keyed by ``_heading_key`` (the text before the first one under '')."""
+    blocks: dict[str, list[str]] = {"": []}
+    current = ""
+    for line in text.split("\n"):
+        if line.startswith("### "):
+            current = _heading_key(line)
+            blocks[current] = []
+        blocks[current].append(line)
+    return blocks
+
+
+KEY_CELLS = {"| run | sampler |": 2, "| model | recipe | derivative |": 3}
+"""Tables whose rows are identified by more than their first cell, by the start of their header."""
+
+
+def _row_key(line: str, header: str) -> str:
+    """A table row's identity: its first cell, or its first KEY_CELLS cells."""
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    return " | ".join(cells[:next((n for h, n in KEY_CELLS.items() if header.startswith(h)), 1)])
+
+
+def carry_forward(new: str, old: str) -> tuple[str, list[str]]:
+    """``new`` with the rows and '### ' sections of ``old`` that ``new`` lacks put back (a row after its
+    old predecessor, a section at its old position), and the list of what was carried. A row is kept
+    only under the same table header, so a changed table is never mixed with an old one."""
+    new_blocks, old_blocks, carried = _blocks(new), _blocks(old), []
+    for heading, old_lines in old_blocks.items():
+        if heading not in new_blocks:
+            carried.append(heading)
+            continue
+        lines, header = new_blocks[heading], None
+        for i, line in enumerate(old_lines):
+            if not line.startswith("|"):
+                header = None
+                continue
+            if header is None:
+                header = line
+                continue
+            if line.startswith("|---") or header not in lines:
+                continue
+            start = lines.index(header)
+            end = next((j for j in range(start, len(lines)) if not lines[j].startswith("|")), len(lines))
+            keys = {_row_key(l, header) for l in lines[start + 2:end]}
+            if _row_key(line, header) not in keys:
+                prev = old_lines[i - 1]
+                at = lines.index(prev, start) + 1 if prev in lines[start:end] else end
+                lines.insert(max(at, start + 2), line)
+                carried.append(_row_key(line, header))
+    order = [h for h in old_blocks if h] + [h for h in new_blocks if h and h not in old_blocks]
+    merged = {h: new_blocks.get(h, old_blocks.get(h)) for h in order}
+    return "\n".join(new_blocks[""] + [l for h in order for l in merged[h]]), carried
+
+
 def main() -> None:
     text = README.read_text()
-    new, n = re.subn(r"(<!-- results:start -->\n).*?(\n<!-- results:end -->)", lambda m: m.group(1) + section() + m.group(2), text, flags=re.S)
-    if n != 1:
+    match = re.search(r"<!-- results:start -->\n(.*?)\n<!-- results:end -->", text, flags=re.S)
+    if match is None:
         sys.exit("README.md has no results markers")
-    README.write_text(new)
-    print(section())
+    body, carried = carry_forward(section(), match.group(1))
+    if carried:
+        runs = list(dict.fromkeys(c.split(" | ")[0] for c in carried if " | " in c))
+        sections = [c for c in carried if c in _blocks(match.group(1))]
+        derived = len(carried) - len(sections) - sum(" | " in c for c in carried)
+        body = body.replace("\n", "\n\nCarried unchanged from the section as last generated, their sources being in neither runs/ nor results/: "
+                            f"the runs {', '.join(runs)}; the sections {', '.join(sections)}; and {derived} bar and claim rows computed from them.\n", 1)
+    README.write_text(text[:match.start(1)] + body + text[match.end(1):])
+    print(body)
 
 
 if __name__ == "__main__":

@@ -389,3 +389,23 @@ def test_guidance_interval_and_scale_sampler():
     assert abs(log_w.var().item() - math.log(4) ** 2 / 12) < 0.01
     with pytest.raises(ValueError, match="omega must be >= 1"):
         guidance.imf_guided_velocity(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([0.5]))
+
+
+def test_adaptive_weight_power_sets_the_estimator():
+    """Over a skewed target V (90% near 0, 10% at 10), the stationary point of E[w ||u - V||^2] with the
+    detached weight is u = sum w V / sum w: the mean (1.0) for p = 0, near the mode (0) for p = 1."""
+    g = torch.Generator().manual_seed(0)
+    V = torch.cat([0.1 * torch.randn(900, 1, generator=g, dtype=torch.float64), torch.full((100, 1), 10.0, dtype=torch.float64)])
+
+    def stationary_point(p: float) -> torch.Tensor:
+        u = V.mean(0)
+        for _ in range(200):  # iteratively reweighted least squares: the fixed point of the weighted mean
+            w = losses.adaptive_weight(losses.squared_error(u.expand_as(V), V, losses.Reduce.SUM), p, 1e-2)
+            u = (w[:, None] * V).sum(0) / w.sum()
+        return u
+
+    for p, expected, tol in ((0.0, V.mean(0), 1e-12), (1.0, torch.zeros(1, dtype=torch.float64), 0.05)):
+        u = stationary_point(p).requires_grad_(True)
+        losses.adaptively_weighted(losses.squared_error(u.expand_as(V), V, losses.Reduce.SUM), p, 1e-2).mean().backward()
+        assert u.grad.abs().max() < 1e-9  # a stationary point of the loss the recipes optimise
+        assert torch.allclose(u.detach(), expected, atol=tol), (p, u)

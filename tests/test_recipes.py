@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.recipe_checks import ROOT, assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe
 
 RECIPES = ["fm", "meanflow", "pmf"]
 
