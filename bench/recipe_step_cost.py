@@ -63,7 +63,8 @@ def main() -> None:
     unknown = [r for r in recipes if r not in DERIVATIVES]
     if unknown:
         raise SystemExit(f"unknown recipes {unknown}; known: {sorted(DERIVATIVES)}")
-    report: dict = {"batch": args.batch, "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)), "rows": []}
+    report: dict = {"batch": args.batch, "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)),
+                    "short": args.short, "long": args.long, "rows": []}
     for model in args.models:
         base = ["--data", "digits", "--batch", str(args.batch), *MODELS[model]]
         for recipe in recipes:

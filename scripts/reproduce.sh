@@ -14,6 +14,9 @@ python recipes/pmf.py --p 1 --out runs/pmf_adaptive
 rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
 # comparison runs behind the README's paper-claims table
+rm -rf runs/imf_w1.5 && cp -r runs/imf runs/imf_w1.5 && python recipes/imf.py --out runs/imf_w1.5 --resume --omega 1.5
+python recipes/imf.py --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
+python recipes/dmf.py --omega 0 --out runs/dmf_no_guidance
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/tvm.py --no-cfg-weight --out runs/tvm_no_cfg_weight
 python recipes/tvm.py --cfg 1.5 --out runs/tvm_cfg1.5

@@ -35,6 +35,11 @@ RUNS = {
     "tvm_cfg1.5 (comparison)": ROOT / "runs/tvm_cfg1.5/metrics.json",
     # TVM's default weights sampled at other CFG scales (a finished run re-evaluated by --resume --cfg W)
     **{f"tvm_cfg{w} (re-evaluated)": ROOT / f"runs/tvm_cfg{w}/metrics.json" for w in ("1.0", "2.0")},
+    # iMF's default weights sampled at omega 1.5, and iMF with its adaptive weight (p = 1; this run also had --lr-decay 0.3) sampled at 1.5
+    "imf_w1.5 (re-evaluated)": ROOT / "runs/imf_w1.5/metrics.json",
+    "imf_adaptive_lr_decay (comparison)": ROOT / "runs/imf_adaptive_lr_decay/metrics.json",
+    # DMF fine-tuned without model guidance (--omega 0)
+    "dmf_no_guidance (comparison)": ROOT / "runs/dmf_no_guidance/metrics.json",
     # MeanFlow on the checkerboard with the adaptive weight's power lowered, and with a decaying learning rate
     **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_p0", "meanflow_p0.5", "meanflow_lr_decay")},
     # pMF's default weights sampled at other guidance scales (--resume --omega W)
@@ -372,7 +377,7 @@ def section() -> str:
     sources = list(RUNS.values()) + list(STUDIES.values()) + list(BENCHES.values())
     parts = ["Sources (each also archived under `results/`): " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if _exists(p)), ""]
     parts += ["### Bars", ""] + bar_lines(runs, benches) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
-              "Train time is the wall clock the run measured. The runs of fm, meanflow, pmf and dmf used 2 threads; all others "
+              "Train time is the wall clock the run measured. The meanflow (checkerboard) and dmf default runs used 2 threads; all others "
               "(the other default runs and every comparison run) ran at one thread (`OMP_NUM_THREADS=1 taskset -c N`) beside other jobs, "
               "so their times overstate a 2-core run.", ""] + run_table(runs)
     for recipe, key, label in (("pmf", "fd", "FD"), ("meanflow", "sw2", "sliced W2")):
@@ -390,12 +395,13 @@ def section() -> str:
         b = benches["step_cost"]
         parts += ["", "### MeanFlow vs FM step cost", "", f"Step cost: batch {b['batch']}, median of {b['repeats']}, {b['threads']} threads (`bench/step_cost.py`)."]
     if rsc := benches.get("recipe_step_cost"):
-        parts += ["", "### Recipe step costs", "", f"Each recipe's own training step against an FM step, same model and batch {rsc['batch']}, {rsc['threads']} threads "
-                  "(`bench/recipe_step_cost.py`: slope of train_seconds between a 10- and a 60-step run; train_seconds is rounded to 0.1 s, "
-                  "so each time has a 2 ms resolution):", "",
-                  "| model | recipe | derivative | ms / step | x FM step |", "|---|---|---|---|---|"]
+        parts += ["", "### Recipe step costs", "", f"Each recipe's own training step against an FM step, same model and batch {rsc['batch']} "
+                  "(`bench/recipe_step_cost.py`: slope of train_seconds between a short and a long run, FM and recipe runs alternating; "
+                  "train_seconds is rounded to 0.1 s, so a time's resolution is 0.1 s / (long - short)):", "",
+                  "| model | recipe | derivative | threads | steps short/long | ms / step | x FM step |", "|---|---|---|---|---|---|---|"]
         for r in rsc["rows"]:
-            parts.append(f"| {r['model']} | {r['recipe']} | {r['derivative']} | {r['ms_per_step']:.1f} | {r['ratio_to_fm']:.2f} |")
+            parts.append(f"| {r['model']} | {r['recipe']} | {r['derivative']} | {rsc['threads']} | {rsc['short']}/{rsc['long']} | "
+                         f"{r['ms_per_step']:.1f} | {r['ratio_to_fm']:.2f} |")
     if att := benches.get("jvp_attention"):
         parts += ["", "### Attention JVP timings", "", f"Attention: B=1, H=8, D=64, fp32, {att['threads']} threads, median times in ms (`bench/jvp_attention.py`):", "",
                   "| N | " + " | ".join(att["times_ms"]) + " |", "|---|" + "---|" * len(att["times_ms"])]
