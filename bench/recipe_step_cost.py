@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--short", type=int, default=10, help="steps of the short run (default: %(default)s)")
     p.add_argument("--long", type=int, default=60, help="steps of the long run (default: %(default)s)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--append", action="store_true", help="keep the rows already in --json (same batch, threads and step counts) that this run does not time")
     args = p.parse_args()
     recipes = args.recipes or [r for r in DERIVATIVES if (ROOT / "recipes" / f"{r}.py").is_file()]
     unknown = [r for r in recipes if r not in DERIVATIVES]
@@ -65,6 +66,12 @@ def main() -> None:
         raise SystemExit(f"unknown recipes {unknown}; known: {sorted(DERIVATIVES)}")
     report: dict = {"batch": args.batch, "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)),
                     "short": args.short, "long": args.long, "rows": []}
+    if args.append and args.json and args.json.is_file():
+        earlier = json.loads(args.json.read_text())
+        if {k: earlier.get(k) for k in ("batch", "threads", "short", "long")} != {k: report[k] for k in ("batch", "threads", "short", "long")}:
+            raise SystemExit(f"--append: {args.json} was measured with other settings: {({k: earlier.get(k) for k in ('batch', 'threads', 'short', 'long')})}")
+        timed = {(m, r) for m in args.models for r in recipes}
+        report["rows"] = [row for row in earlier["rows"] if (row["model"], row["recipe"]) not in timed]
     for model in args.models:
         base = ["--data", "digits", "--batch", str(args.batch), *MODELS[model]]
         for recipe in recipes:

@@ -38,6 +38,8 @@ RUNS = {
     # iMF's default weights sampled at omega 1.5, and iMF with its adaptive weight (p = 1; this run also had --lr-decay 0.3) sampled at 1.5
     "imf_w1.5 (re-evaluated)": ROOT / "runs/imf_w1.5/metrics.json",
     "imf_adaptive_lr_decay (comparison)": ROOT / "runs/imf_adaptive_lr_decay/metrics.json",
+    # MeanFlow on digits as meanflow_digits but without training-time CFG (--omega 1 --kappa 0)
+    "meanflow_digits_no_cfg (comparison)": ROOT / "runs/meanflow_digits_no_cfg/metrics.json",
     # DMF fine-tuned without model guidance (--omega 0)
     "dmf_no_guidance (comparison)": ROOT / "runs/dmf_no_guidance/metrics.json",
     # MeanFlow on the checkerboard with the adaptive weight's power lowered, and with a decaying learning rate
@@ -437,14 +439,15 @@ def _row_key(line: str, header: str) -> str:
     return " | ".join(cells[:next((n for h, n in KEY_CELLS.items() if header.startswith(h)), 1)])
 
 
-def carry_forward(new: str, old: str) -> tuple[str, list[str]]:
+def carry_forward(new: str, old: str) -> tuple[str, list[tuple[str, str]]]:
     """``new`` with the rows and '### ' sections of ``old`` that ``new`` lacks put back (a row after its
-    old predecessor, a section at its old position), and the list of what was carried. A row is kept
-    only under the same table header, so a changed table is never mixed with an old one."""
+    old predecessor, a section at its old position), and what was carried as (kind, key) pairs, kind
+    being "section" or the first column's name of the row's table. A row is kept only under the same
+    table header, so a changed table is never mixed with an old one."""
     new_blocks, old_blocks, carried = _blocks(new), _blocks(old), []
     for heading, old_lines in old_blocks.items():
         if heading not in new_blocks:
-            carried.append(heading)
+            carried.append(("section", heading))
             continue
         lines, header = new_blocks[heading], None
         for i, line in enumerate(old_lines):
@@ -463,7 +466,7 @@ def carry_forward(new: str, old: str) -> tuple[str, list[str]]:
                 prev = old_lines[i - 1]
                 at = lines.index(prev, start) + 1 if prev in lines[start:end] else end
                 lines.insert(max(at, start + 2), line)
-                carried.append(_row_key(line, header))
+                carried.append((header.strip("|").split("|")[0].strip(), _row_key(line, header)))
     order = [h for h in old_blocks if h] + [h for h in new_blocks if h and h not in old_blocks]
     merged = {h: new_blocks.get(h, old_blocks.get(h)) for h in order}
     return "\n".join(new_blocks[""] + [l for h in order for l in merged[h]]), carried
@@ -476,11 +479,12 @@ def main() -> None:
         sys.exit("README.md has no results markers")
     body, carried = carry_forward(section(), match.group(1))
     if carried:
-        runs = list(dict.fromkeys(c.split(" | ")[0] for c in carried if " | " in c))
-        sections = [c for c in carried if c in _blocks(match.group(1))]
-        derived = len(carried) - len(sections) - sum(" | " in c for c in carried)
+        runs = list(dict.fromkeys(key.split(" | ")[0] for kind, key in carried if kind == "run"))
+        sections = [key for kind, key in carried if kind == "section"]
+        others = sum(kind not in ("run", "section") for kind, _ in carried)
         body = body.replace("\n", "\n\nCarried unchanged from the section as last generated, their sources being in neither runs/ nor results/: "
-                            f"the runs {', '.join(runs)}; the sections {', '.join(sections)}; and {derived} bar and claim rows computed from them.\n", 1)
+                            f"the runs {', '.join(runs) or 'none'}; the sections {', '.join(sections) or 'none'}; "
+                            f"and {others} rows of the bars, claims and benchmark tables.\n", 1)
     README.write_text(text[:match.start(1)] + body + text[match.end(1):])
     print(body)
 

@@ -53,7 +53,7 @@ def test_carry_forward_keeps_old_rows_and_sections_and_prefers_new_values() -> N
     assert "| x | 1nfe | FD | 4 |" in lines and "| x | 1nfe | FD | 9 |" not in lines
     assert lines[-2:] == ["| y | 1nfe | FD | 3 |", "| y | 2nfe | FD | 2 |"]
     assert lines.index("### Study") < lines.index("### Runs")  # a carried section keeps its old place
-    assert carried == ["y ratio", "Study", "y | 1nfe", "y | 2nfe"]
+    assert carried == [("bar", "y ratio"), ("section", "Study"), ("run", "y | 1nfe"), ("run", "y | 2nfe")]
     assert table.carry_forward(NEW.replace("### Runs", "### Runs (3 steps)"), OLD)[1] == carried  # details and numbers in a heading may change
 
 
