@@ -38,8 +38,8 @@ RUNS = {
     # iMF's default weights sampled at omega 1.5, and iMF with its adaptive weight (p = 1; this run also had --lr-decay 0.3) sampled at 1.5
     "imf_w1.5 (re-evaluated)": ROOT / "runs/imf_w1.5/metrics.json",
     "imf_adaptive_lr_decay (comparison)": ROOT / "runs/imf_adaptive_lr_decay/metrics.json",
-    # MeanFlow on digits as meanflow_digits but without training-time CFG (--omega 1 --kappa 0)
-    "meanflow_digits_no_cfg (comparison)": ROOT / "runs/meanflow_digits_no_cfg/metrics.json",
+    # MeanFlow, AlphaFlow and UAIMF on digits without training-time CFG (--omega 1 --kappa 0)
+    **{f"{r}_no_cfg (comparison)": ROOT / f"runs/{r}_no_cfg/metrics.json" for r in ("meanflow_digits", "alphaflow", "uaimf")},
     # DMF fine-tuned without model guidance (--omega 0)
     "dmf_no_guidance (comparison)": ROOT / "runs/dmf_no_guidance/metrics.json",
     # MeanFlow on the checkerboard with the adaptive weight's power lowered, and with a decaying learning rate
@@ -217,6 +217,12 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
         if (r := get(name)) and mf:
             claim(text, f"`{name}` vs `meanflow_digits`, {r['steps']} vs {mf['steps']} steps",
                   f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(mf['results'], NFE)}", r["results"]["1nfe"]["fd"] < MARGIN * mf["results"]["1nfe"]["fd"])
+    if mf0 := get("meanflow_digits_no_cfg"):
+        for name, text in (("alphaflow", "AlphaFlow's curriculum beats MeanFlow at equal steps, both without training-time CFG"),
+                           ("uaimf", "UAIMF's weighting converges faster than MeanFlow (equal steps), both without training-time CFG")):
+            if r := get(f"{name}_no_cfg"):
+                claim(text, f"`{name}_no_cfg` vs `meanflow_digits_no_cfg`, {r['steps']} vs {mf0['steps']} steps",
+                      f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(mf0['results'], NFE)}", r["results"]["1nfe"]["fd"] < MARGIN * mf0["results"]["1nfe"]["fd"])
     if (a := get("pmf_adaptive")) and (r := runs.get("pmf (digits)")):
         claim("MeanFlow's adaptive weight w = 1/(sg(L) + c)^p with p = 1 beats the plain squared error (p = 0)",
               "`pmf_adaptive` (p = 1) vs `pmf` (p = 0), same steps, both sampled at omega 1",
@@ -447,7 +453,7 @@ def carry_forward(new: str, old: str) -> tuple[str, list[tuple[str, str]]]:
     new_blocks, old_blocks, carried = _blocks(new), _blocks(old), []
     for heading, old_lines in old_blocks.items():
         if heading not in new_blocks:
-            carried.append(("section", heading))
+            carried.append(("section", old_lines[0][4:].split(" (")[0]))
             continue
         lines, header = new_blocks[heading], None
         for i, line in enumerate(old_lines):
