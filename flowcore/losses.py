@@ -49,6 +49,8 @@ def adaptive_weight(per_sample: Tensor, p: float = 1.0, c: float = 1e-2) -> Tens
     """w = 1 / (sg(L) + c)^p, detached."""
     if c <= 0:
         raise ValueError(f"adaptive weight needs c > 0, got {c}")
+    if p < 0:
+        raise ValueError(f"adaptive weight needs a power p >= 0 (0 = plain squared error), got {p}")
     return 1.0 / (per_sample.detach() + c).pow(p)
 
 

@@ -20,6 +20,9 @@ python recipes/dmf.py --omega 0 --out runs/dmf_no_guidance
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg
 for r in alphaflow uaimf; do python recipes/$r.py --omega 1 --kappa 0 --out runs/${r}_no_cfg; done
+python recipes/uaimf.py --p 0 --out runs/uaimf_p0
+python recipes/uaimf.py --p 0 --omega 1 --kappa 0 --out runs/uaimf_p0_no_cfg
+python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0 --omega 1 --kappa 0 --out runs/meanflow_digits_p0_no_cfg
 python recipes/tvm.py --no-cfg-weight --out runs/tvm_no_cfg_weight
 python recipes/tvm.py --cfg 1.5 --out runs/tvm_cfg1.5
 for w in 1.0 2.0; do rm -rf runs/tvm_cfg$w && cp -r runs/tvm runs/tvm_cfg$w && python recipes/tvm.py --out runs/tvm_cfg$w --resume --cfg $w; done

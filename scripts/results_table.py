@@ -40,6 +40,8 @@ RUNS = {
     "imf_adaptive_lr_decay (comparison)": ROOT / "runs/imf_adaptive_lr_decay/metrics.json",
     # MeanFlow, AlphaFlow and UAIMF on digits without training-time CFG (--omega 1 --kappa 0)
     **{f"{r}_no_cfg (comparison)": ROOT / f"runs/{r}_no_cfg/metrics.json" for r in ("meanflow_digits", "alphaflow", "uaimf")},
+    # the plain squared error (--p 0) on the single-head MeanFlow recipes, with and without training-time CFG
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("uaimf_p0", "uaimf_p0_no_cfg", "meanflow_digits_p0_no_cfg")},
     # DMF fine-tuned without model guidance (--omega 0)
     "dmf_no_guidance (comparison)": ROOT / "runs/dmf_no_guidance/metrics.json",
     # MeanFlow on the checkerboard with the adaptive weight's power lowered, and with a decaying learning rate
