@@ -32,17 +32,31 @@ DERIVATIVES = {
     "jit": (None,), "cm": (None,), "freeflow": (None,), "metaflow": (None,),
 }
 """Recipes and the --derivative back ends each is timed with (None: the recipe takes no derivative)."""
+DISTILLERS = ("dmf", "scm", "cm", "freeflow")
+"""Recipes that load an FM teacher: each is given one of the timed model's own architecture (its weights
+do not change a step's cost), so the teacher's forward costs what it would in a real run on that model."""
 MODELS = {"mlp": ["--model", "mlp", "--width", "512", "--depth", "4"], "dit": ["--model", "dit", "--width", "128", "--depth", "4"]}
 
 
 def train_seconds(recipe: str, flags: list[str], steps: int) -> float:
     """train_seconds of one run of ``recipe`` with ``flags`` for ``steps`` steps (tiny evaluation)."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), *flags, "--steps", str(steps), "--ckpt-every", str(10 ** 9),
-               "--eval-samples", "64", "--out", out]
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return json.loads((Path(out) / "metrics.json").read_text())["train_seconds"]
+        return train_seconds_into(Path(out), recipe, flags, steps)
+
+
+def train_seconds_into(out: Path, recipe: str, flags: list[str], steps: int) -> float:
+    """train_seconds of one run of ``recipe`` written to ``out`` (tiny evaluation, one checkpoint at the end)."""
+    cmd = [sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), *flags, "--steps", str(steps), "--ckpt-every", str(10 ** 9),
+           "--eval-samples", "64", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads((out / "metrics.json").read_text())["train_seconds"]
+
+
+def same_model_teacher(flags: list[str], out: Path) -> list[str]:
+    """--teacher flags naming an FM checkpoint of the model in ``flags``, trained for 1 step into ``out``."""
+    train_seconds_into(out, "fm", flags, 1)
+    return ["--teacher", str(out / "checkpoint.safetensors")]
 
 
 def seconds_per_step(recipe: str, flags: list[str], short: int, long: int) -> float:
@@ -72,13 +86,15 @@ def main() -> None:
             raise SystemExit(f"--append: {args.json} was measured with other settings: {({k: earlier.get(k) for k in ('batch', 'threads', 'short', 'long')})}")
         timed = {(m, r) for m in args.models for r in recipes}
         report["rows"] = [row for row in earlier["rows"] if (row["model"], row["recipe"]) not in timed]
+    teachers = tempfile.TemporaryDirectory()
     for model in args.models:
         base = ["--data", "digits", "--batch", str(args.batch), *MODELS[model]]
+        teacher = same_model_teacher(base, Path(teachers.name) / model) if set(recipes) & set(DISTILLERS) else []
         for recipe in recipes:
             for derivative in DERIVATIVES[recipe]:
                 if derivative == "fused" and model == "mlp":
                     continue
-                flags = base + (["--derivative", derivative] if derivative else [])
+                flags = base + (["--derivative", derivative] if derivative else []) + (teacher if recipe in DISTILLERS else [])
                 fm, ts = [], []
                 for _ in range(args.repeats):  # FM and the recipe alternate, so load hits both alike
                     fm.append(seconds_per_step("fm", base, args.short, args.long))
@@ -90,6 +106,7 @@ def main() -> None:
                 if args.json:
                     args.json.parent.mkdir(parents=True, exist_ok=True)
                     args.json.write_text(json.dumps(report, indent=2))
+    teachers.cleanup()
 
 
 if __name__ == "__main__":

@@ -179,6 +179,28 @@ def setup(args: argparse.Namespace, **model_options) -> Setup:
     return Setup(dist, source, model, train.prepare_model(model, dist), train.EMA(model, (args.ema,)))
 
 
+def setup_distillation(args: argparse.Namespace, *, init_from_teacher: bool, source: Source | None = None) -> tuple[Setup, nn.Module]:
+    """``setup`` for a recipe that distils the FM teacher of ``args.teacher`` (see ``load_teacher``):
+    returns the run and the frozen teacher. With ``init_from_teacher`` the student is the teacher's
+    network with its weights (``--model``, ``--width`` and ``--depth`` must match it), else a fresh
+    ``--model``. ``source``: the data source (default: load ``--data``; pass ``source_without_data``
+    for a data-free recipe)."""
+    dist = train.init_distributed()
+    train.seed_everything(args.seed, dist.rank)
+    source = source or load_source(args.data)
+    if init_from_teacher:  # building a network draws from the RNG: each branch keeps the order its recipes' runs used
+        teacher = load_teacher(args.teacher, source, dist, smoke=args.smoke)
+        model = build_model(args.model, source, width=args.width, depth=args.depth)
+        if model.config != teacher.config:
+            raise SystemExit(f"the student starts from the teacher, whose network ({teacher.config}) differs from this one "
+                             f"({model.config}): pass the teacher's --model, --width and --depth")
+        model.load_state_dict(teacher.state_dict())
+    else:
+        model = build_model(args.model, source, width=args.width, depth=args.depth)
+        teacher = load_teacher(args.teacher, source, dist, smoke=args.smoke)
+    return Setup(dist, source, model, train.prepare_model(model, dist), train.EMA(model, (args.ema,))), teacher
+
+
 def run_training(args: argparse.Namespace, run: Setup, loss_fn: Callable[[int], tuple[Tensor, dict[str, float]]],
                  optimizer: torch.optim.Optimizer, desc: str, extra_modules: Mapping[str, nn.Module] = {},
                  eval_flags: tuple[str, ...] = ()) -> tuple[dict[str, list[float]], float]:

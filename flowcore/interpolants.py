@@ -17,6 +17,7 @@ Paths:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -172,6 +173,15 @@ def linear_point_of_trigflow(z: Tensor, t: Tensor, sigma_data: float) -> tuple[T
     theta = 0.5 * math.pi * t
     cos, sin = torch.cos(theta), sigma_data * torch.sin(theta)
     return sigma_data * z / expand_time(cos + sin, z), (sin / (cos + sin)).clamp(0.0, 1.0)
+
+
+def trigflow_velocity_of_linear_model(v_lin: Callable[[Tensor, Tensor], Tensor], z: Tensor, t: Tensor, sigma_data: float) -> Tensor:
+    """TrigFlow's velocity dz/dtheta at the TrigFlow point (z, t) of a linear-path velocity model v_lin(z_lin, t_lin):
+    query it at ``linear_point_of_trigflow`` and convert with ``trigflow_velocity_from_linear``. This reads an FM
+    network as a TrigFlow network F (the wrapping of NVlabs' rCM, which distils a rectified-flow model with sCD
+    starting from the teacher's own weights); differentiable in z and t, so a JVP of F passes through it."""
+    z_lin, t_lin = linear_point_of_trigflow(z, t, sigma_data)
+    return trigflow_velocity_from_linear(v_lin(z_lin, t_lin), z_lin, t_lin, t, sigma_data)
 
 
 def trigflow_velocity_from_linear(v_lin: Tensor, z_lin: Tensor, t_lin: Tensor, t: Tensor, sigma_data: float) -> Tensor:

@@ -57,15 +57,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    dist = train.init_distributed()
-    train.seed_everything(args.seed, dist.rank)
-    source = experiment.source_without_data(args.data)  # data-free: no example is loaded for training
-    teacher = experiment.load_teacher(args.teacher, source, dist, smoke=args.smoke)
-    model = experiment.build_model(args.model, source, width=args.width, depth=args.depth)
-    if model.config != teacher.config:
-        raise SystemExit(f"the teacher's network ({teacher.config}) differs from this one: pass its --model, --width and --depth")
-    model.load_state_dict(teacher.state_dict())
-    run = experiment.Setup(dist, source, model, train.prepare_model(model, dist), train.EMA(model, (args.ema,)))
+    # data-free: no example is loaded for training
+    run, teacher = experiment.setup_distillation(args, init_from_teacher=True, source=experiment.source_without_data(args.data))
+    model, source, dist = run.model, run.source, run.dist
     net, null = run.net, source.null_class
     groups = [{"params": list(model.parameters()), "lr": args.lr}]
     fake = None

@@ -8,6 +8,8 @@ python recipes/fm.py --data checkerboard --out runs/fm_checkerboard
 python recipes/meanflow.py --out runs/meanflow
 for p in 0 0.5; do python recipes/meanflow.py --p $p --out runs/meanflow_p$p; done
 python recipes/meanflow.py --lr-decay 0.3 --out runs/meanflow_lr_decay
+python recipes/meanflow.py --steps 4000 --equal-fraction 0.25 --out runs/meanflow_4k_equal0.25
+for u in 0.5 1; do python recipes/meanflow.py --steps 4000 --uniform-fraction $u --out runs/meanflow_4k_uniform$u; done
 python recipes/pmf.py --out runs/pmf
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf runs/pmf_w$w && python recipes/pmf.py --out runs/pmf_w$w --resume --omega $w; done
 python recipes/pmf.py --p 1 --out runs/pmf_adaptive
@@ -19,6 +21,9 @@ python recipes/imf.py --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_l
 python recipes/dmf.py --omega 0 --out runs/dmf_no_guidance
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg
+python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --lr-decay 0.3 --out runs/meanflow_digits_no_cfg_lr_decay
+python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --out runs/meanflow_digits_p0.5_lr_decay_no_cfg
+for r in alphaflow uaimf; do python recipes/$r.py --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --out runs/${r}_p0.5_lr_decay_no_cfg; done
 for r in alphaflow uaimf; do python recipes/$r.py --omega 1 --kappa 0 --out runs/${r}_no_cfg; done
 python recipes/uaimf.py --p 0 --out runs/uaimf_p0
 python recipes/uaimf.py --p 0 --omega 1 --kappa 0 --out runs/uaimf_p0_no_cfg
@@ -30,6 +35,8 @@ python recipes/jit.py --prediction v --out runs/jit_v
 python recipes/cm.py --mode ct --out runs/cm_ct
 python recipes/cm.py --mode ict --out runs/cm_ict
 python recipes/scm.py --no-tangent-norm --tangent-warmup 0 --out runs/scm_unstabilised
+python recipes/scm.py --no-teacher-init --out runs/scm_fresh
+python recipes/scm.py --no-teacher-init --no-tangent-norm --tangent-warmup 0 --out runs/scm_fresh_unstabilised
 python recipes/freeflow.py --no-correction --out runs/freeflow_no_correction
 python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard

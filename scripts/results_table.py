@@ -46,6 +46,14 @@ RUNS = {
     "dmf_no_guidance (comparison)": ROOT / "runs/dmf_no_guidance/metrics.json",
     # MeanFlow on the checkerboard with the adaptive weight's power lowered, and with a decaying learning rate
     **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_p0", "meanflow_p0.5", "meanflow_lr_decay")},
+    # MeanFlow on the checkerboard for 4000 steps: fewer s = t rows (--equal-fraction 0.25), and half or all times uniform (--uniform-fraction)
+    **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_4k_equal0.25", "meanflow_4k_uniform0.5", "meanflow_4k_uniform1")},
+    # MeanFlow on digits without training-time CFG, with a decaying learning rate (--lr-decay 0.3)
+    "meanflow_digits_no_cfg_lr_decay (comparison)": ROOT / "runs/meanflow_digits_no_cfg_lr_decay/metrics.json",
+    # MeanFlow, AlphaFlow and UAIMF on digits with p = 0.5, --lr-decay 0.3 and no training-time CFG
+    **{f"{r}_p0.5_lr_decay_no_cfg (comparison)": ROOT / f"runs/{r}_p0.5_lr_decay_no_cfg/metrics.json" for r in ("meanflow_digits", "alphaflow", "uaimf")},
+    # sCD from a freshly initialised student (--no-teacher-init), with and without the tangent normalisation and warm-up
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("scm_fresh", "scm_fresh_unstabilised")},
     # pMF's default weights sampled at other guidance scales (--resume --omega W)
     **{f"pmf_w{w} (re-evaluated)": ROOT / f"runs/pmf_w{w}/metrics.json" for w in ("1.25", "1.5")},
     # pMF with iMF's adaptive weight (p = 1) at omega 1 and at the paper's sampling omega 1.5
@@ -214,17 +222,16 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
         return runs.get(f"{name} (default)") or runs.get(f"{name} (comparison)")
 
     mf = get("meanflow_digits")
-    for name, text in (("alphaflow", "AlphaFlow's curriculum beats MeanFlow at equal steps"),
-                       ("uaimf", "UAIMF's weighting converges faster than MeanFlow (equal steps)")):
-        if (r := get(name)) and mf:
-            claim(text, f"`{name}` vs `meanflow_digits`, {r['steps']} vs {mf['steps']} steps",
-                  f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(mf['results'], NFE)}", r["results"]["1nfe"]["fd"] < MARGIN * mf["results"]["1nfe"]["fd"])
-    if mf0 := get("meanflow_digits_no_cfg"):
-        for name, text in (("alphaflow", "AlphaFlow's curriculum beats MeanFlow at equal steps, both without training-time CFG"),
-                           ("uaimf", "UAIMF's weighting converges faster than MeanFlow (equal steps), both without training-time CFG")):
-            if r := get(f"{name}_no_cfg"):
-                claim(text, f"`{name}_no_cfg` vs `meanflow_digits_no_cfg`, {r['steps']} vs {mf0['steps']} steps",
-                      f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(mf0['results'], NFE)}", r["results"]["1nfe"]["fd"] < MARGIN * mf0["results"]["1nfe"]["fd"])
+    for suffix, setting in (("", ""), ("_no_cfg", ", both without training-time CFG"),
+                            ("_p0.5_lr_decay_no_cfg", ", both with p = 0.5, lr decay 0.3 and no training-time CFG")):
+        if not (base := get(f"meanflow_digits{suffix}")):
+            continue
+        for name, text in (("alphaflow", "AlphaFlow's curriculum beats MeanFlow at equal steps"),
+                           ("uaimf", "UAIMF's weighting converges faster than MeanFlow (equal steps)")):
+            if r := get(name + suffix):
+                claim(text + setting, f"`{name}{suffix}` vs `meanflow_digits{suffix}`, {r['steps']} vs {base['steps']} steps",
+                      f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(base['results'], NFE)}",
+                      r["results"]["1nfe"]["fd"] < MARGIN * base["results"]["1nfe"]["fd"])
     if (a := get("pmf_adaptive")) and (r := runs.get("pmf (digits)")):
         claim("MeanFlow's adaptive weight w = 1/(sg(L) + c)^p with p = 1 beats the plain squared error (p = 0)",
               "`pmf_adaptive` (p = 1) vs `pmf` (p = 0), same steps, both sampled at omega 1",
@@ -270,9 +277,10 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
         claim("CD on 2D: 1 step close to the teacher's 50 steps, and no gain from 2 to 4 steps", "`cm --data checkerboard` vs its teacher's Heun 50",
               f"sliced W2 1/2/4 NFE: {_series(res, NFE, 'sw2')}; teacher {_fmt(res['teacher_heun50']['sw2'])}",
               res["1nfe"]["sw2"] <= 1.5 * res["teacher_heun50"]["sw2"] and res["4nfe"]["sw2"] >= 0.95 * res["2nfe"]["sw2"])
-    if (r := get("scm")) and (u := get("scm_unstabilised")):
-        claim("sCM: tangent normalisation and warm-up stabilise training", "`scm` vs `scm_unstabilised`",
-              f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(u['results'], NFE)}", r["results"]["1nfe"]["fd"] < u["results"]["1nfe"]["fd"])
+    for stable, start in (("scm", "the student starts as the teacher"), ("scm_fresh", "a freshly initialised student")):
+        if (r := get(stable)) and (u := get(f"{stable}_unstabilised")):
+            claim(f"sCM: tangent normalisation and warm-up stabilise training ({start})", f"`{stable}` vs `{stable}_unstabilised`",
+                  f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(u['results'], NFE)}", r["results"]["1nfe"]["fd"] < MARGIN * u["results"]["1nfe"]["fd"])
     if (r := get("freeflow")) and (n := get("freeflow_no_correction")):
         claim("FreeFlow: the correction loss improves on the prediction loss alone", "`freeflow` vs `freeflow_no_correction`",
               f"1 NFE: {_fmt(r['results']['1nfe']['fd'])} vs {_fmt(n['results']['1nfe']['fd'])}", r["results"]["1nfe"]["fd"] < n["results"]["1nfe"]["fd"])
@@ -311,7 +319,7 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
         base, ours, rand = arms["none"], arms.get("trained"), arms.get("random")
         text = lambda a: f"{_fmt(a['steps_mean'])} +- {_fmt(a['steps_std'])} ({a['reached']}/{a['runs']} reached)"
         if ours:
-            claim(f"REPA reaches the FD threshold ({_fmt(st['threshold_fd'])}) in fewer steps than plain FM ({seeds} seeds, {st['steps']} steps)",
+            claim(f"REPA reaches plain FM's final FD ({_fmt(st['threshold_fd'])}, its worst seed's) in fewer steps than plain FM ({seeds} seeds, {st['steps']} steps)",
                   "`scripts/repa_steps_to_fd.py`: trained encoder vs none", f"steps {text(ours)} vs {text(base)}",
                   ours["reached"] == ours["runs"] and ours["steps_mean"] < MARGIN * base["steps_mean"])
         if rand:
@@ -353,7 +361,7 @@ def study_tables(studies: dict[str, dict]) -> list[str]:
                   "| order | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         parts += ["| " + r["order"] + " | " + " | ".join(_fmt(r[k]) if isinstance(r.get(k), float) else str(r.get(k, "-")) for k in keys) + " |" for r in st]
     if st := studies.get("repa_steps_to_fd"):
-        parts += ["", f"### REPA steps to FD {_fmt(st['threshold_fd'])} ({st['threshold_factor']}x the best final plain-FM FD; "
+        parts += ["", f"### REPA steps to FD {_fmt(st['threshold_fd'])} ({_fmt(st['threshold_factor'])}x the worst final plain-FM FD, which every plain-FM seed reaches; "
                   f"`scripts/repa_steps_to_fd.py`, seeds {st['seeds']}, {st['steps']} steps)", "",
                   "| encoder | steps to FD per seed | mean +- std | final FD mean +- std |", "|---|---|---|---|"]
         for arm, a in st["arms"].items():
@@ -477,7 +485,7 @@ def carry_forward(new: str, old: str) -> tuple[str, list[tuple[str, str]]]:
                 carried.append((header.strip("|").split("|")[0].strip(), _row_key(line, header)))
     order = [h for h in old_blocks if h] + [h for h in new_blocks if h and h not in old_blocks]
     merged = {h: new_blocks.get(h, old_blocks.get(h)) for h in order}
-    return "\n".join(new_blocks[""] + [l for h in order for l in merged[h]]), carried
+    return "\n\n".join("\n".join(block).strip("\n") for block in [new_blocks[""], *(merged[h] for h in order)]), carried
 
 
 def main() -> None:

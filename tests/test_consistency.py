@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from flowcore import derivatives, losses, sampling, targets, times
-from flowcore.interpolants import CosinePath, LinearPath, linear_point_of_trigflow, sample_path, trigflow_velocity_from_linear
+from flowcore.interpolants import (
+    CosinePath, LinearPath, linear_point_of_trigflow, sample_path, trigflow_velocity_from_linear, trigflow_velocity_of_linear_model,
+)
 from tests import oracles
 from tests.recipe_checks import ROOT, assert_help_lists, assert_resume_is_exact, load_recipe
 from tests.recipe_checks import read_checkpoint as _checkpoint, run_env as _env
@@ -265,6 +267,41 @@ def test_linear_teacher_velocity_converts_to_trigflow():
                                z * torch.sin(theta) * torch.cos(theta) * (1 - s2) / sig2, rtol=1e-10, atol=1e-12)
 
 
+def test_a_linear_velocity_model_read_as_trigflow_is_the_exact_trigflow_field_and_differentiable():
+    """trigflow_velocity_of_linear_model on the exact Gaussian linear-path field gives the exact TrigFlow
+    field, and its JVP in (z, t) (what sCD takes of a teacher-initialised student) equals a central
+    finite difference in fp64."""
+    sd = 0.5
+    t = torch.linspace(0.05, 0.95, 20, dtype=torch.float64)
+    z = torch.randn(20, 3, dtype=torch.float64)
+    exact = lambda z_, t_: trigflow_velocity_of_linear_model(lambda zl, tl: oracles.velocity(zl, tl, S2), z_, t_, sd)  # noqa: E731
+    theta, s2 = 0.5 * math.pi * t[:, None], S2 / sd**2
+    torch.testing.assert_close(exact(z, t), z * torch.sin(theta) * torch.cos(theta) * (1 - s2) / (torch.cos(theta) ** 2 * s2 + torch.sin(theta) ** 2),
+                               rtol=1e-10, atol=1e-12)
+    dz, dt = torch.randn_like(z), torch.rand_like(t)
+    _, jvp = torch.func.jvp(exact, (z, t), (dz, dt))
+    h = 1e-6
+    fd = (exact(z + h * dz, t + h * dt) - exact(z - h * dz, t - h * dt)) / (2 * h)
+    torch.testing.assert_close(jvp, fd, rtol=1e-7, atol=1e-9)
+
+
+def test_setup_distillation_starts_the_student_from_the_teacher_or_names_the_mismatch(tmp_path):
+    from flowcore import experiment
+
+    teacher_dir = tmp_path / "fm"
+    load_recipe("fm").main(["--smoke", "--data", "checkerboard", "--out", str(teacher_dir)])
+    args = load_recipe("scm").parse(["--smoke", "--data", "checkerboard", "--teacher", str(teacher_dir / "checkpoint.safetensors")])
+    run, teacher = experiment.setup_distillation(args, init_from_teacher=True)
+    for (name, p), (_, q) in zip(run.model.state_dict().items(), teacher.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name
+    torch.testing.assert_close(run.ema.averaged(args.ema).state_dict(), teacher.state_dict())
+    args.width = 2 * args.width
+    with pytest.raises(SystemExit, match="width"):
+        experiment.setup_distillation(args, init_from_teacher=True)
+    run, _ = experiment.setup_distillation(args, init_from_teacher=False)
+    assert run.model.config.width == args.width
+
+
 def test_trigflow_lognormal_times():
     dist = times.TrigFlowLogNormal(-1.0, 1.4, 0.5)
     t = dist.sample(100000, torch.Generator().manual_seed(0))
@@ -283,7 +320,7 @@ def test_normalize_tangent():
 @pytest.mark.parametrize("name,extra", [
     ("cm", ["--mode", "cd"]), ("cm", ["--mode", "ct"]), ("cm", ["--mode", "ict"]), ("cm", ["--mode", "ict", "--metric", "l2", "--data", "checkerboard"]),
     ("scm", ["--mode", "scd", "--derivative", "jvp"]), ("scm", ["--mode", "sct", "--derivative", "fd"]),
-    ("scm", ["--mode", "scd", "--model", "dit", "--derivative", "fused"]),
+    ("scm", ["--mode", "scd", "--model", "dit", "--derivative", "fused", "--no-teacher-init"]),  # the smoke teacher is an MLP
     ("scm", ["--mode", "sct", "--data", "checkerboard", "--no-tangent-norm", "--tangent-warmup", "0", "--no-adaptive-weight"]),
 ])
 def test_smoke_writes_every_output(name, extra, tmp_path):

@@ -60,3 +60,11 @@ def test_carry_forward_keeps_old_rows_and_sections_and_prefers_new_values() -> N
 def test_carry_forward_of_an_identical_section_changes_nothing() -> None:
     table = load_script("results_table")
     assert table.carry_forward(OLD, OLD) == (OLD, [])
+
+
+def test_a_carried_section_after_the_last_regenerated_one_is_set_off_by_a_blank_line() -> None:
+    table = load_script("results_table")
+    old = OLD + "\n\n### Timings\n\n| n | ms |\n|---|---|\n| 1 | 2 |"
+    merged, carried = table.carry_forward(NEW, old)
+    assert "| y | 2nfe | FD | 2 |\n\n### Timings\n\n| n | ms |" in merged
+    assert ("section", "Timings") in carried
