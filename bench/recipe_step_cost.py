@@ -36,6 +36,8 @@ DISTILLERS = ("dmf", "scm", "cm", "freeflow")
 """Recipes that load an FM teacher: each is given one of the timed model's own architecture (its weights
 do not change a step's cost), so the teacher's forward costs what it would in a real run on that model."""
 MODELS = {"mlp": ["--model", "mlp", "--width", "512", "--depth", "4"], "dit": ["--model", "dit", "--width", "128", "--depth", "4"]}
+SAME_MODEL = {("jit", "dit"): ["--patch", "2"]}
+"""Flags that make a recipe's own network the FM step's: jit.py's DiT defaults to 4x4 patches, FM's to 2x2."""
 
 
 def train_seconds(recipe: str, flags: list[str], steps: int) -> float:
@@ -94,7 +96,8 @@ def main() -> None:
             for derivative in DERIVATIVES[recipe]:
                 if derivative == "fused" and model == "mlp":
                     continue
-                flags = base + (["--derivative", derivative] if derivative else []) + (teacher if recipe in DISTILLERS else [])
+                flags = (base + (["--derivative", derivative] if derivative else []) + (teacher if recipe in DISTILLERS else [])
+                         + SAME_MODEL.get((recipe, model), []))
                 fm, ts = [], []
                 for _ in range(args.repeats):  # FM and the recipe alternate, so load hits both alike
                     fm.append(seconds_per_step("fm", base, args.short, args.long))

@@ -18,6 +18,7 @@ for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow
 # comparison runs behind the README's paper-claims table
 rm -rf runs/imf_w1.5 && cp -r runs/imf runs/imf_w1.5 && python recipes/imf.py --out runs/imf_w1.5 --resume --omega 1.5
 python recipes/imf.py --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
+python recipes/imf.py --lr-decay 0.3 --out runs/imf_lr_decay
 python recipes/dmf.py --omega 0 --out runs/dmf_no_guidance
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg

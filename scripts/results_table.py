@@ -38,6 +38,8 @@ RUNS = {
     # iMF's default weights sampled at omega 1.5, and iMF with its adaptive weight (p = 1; this run also had --lr-decay 0.3) sampled at 1.5
     "imf_w1.5 (re-evaluated)": ROOT / "runs/imf_w1.5/metrics.json",
     "imf_adaptive_lr_decay (comparison)": ROOT / "runs/imf_adaptive_lr_decay/metrics.json",
+    # iMF's defaults with a decaying learning rate (--lr-decay 0.3, as pmf)
+    "imf_lr_decay (comparison)": ROOT / "runs/imf_lr_decay/metrics.json",
     # MeanFlow, AlphaFlow and UAIMF on digits without training-time CFG (--omega 1 --kappa 0)
     **{f"{r}_no_cfg (comparison)": ROOT / f"runs/{r}_no_cfg/metrics.json" for r in ("meanflow_digits", "alphaflow", "uaimf")},
     # the plain squared error (--p 0) on the single-head MeanFlow recipes, with and without training-time CFG
