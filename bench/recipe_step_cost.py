@@ -88,28 +88,27 @@ def main() -> None:
             raise SystemExit(f"--append: {args.json} was measured with other settings: {({k: earlier.get(k) for k in ('batch', 'threads', 'short', 'long')})}")
         timed = {(m, r) for m in args.models for r in recipes}
         report["rows"] = [row for row in earlier["rows"] if (row["model"], row["recipe"]) not in timed]
-    teachers = tempfile.TemporaryDirectory()
-    for model in args.models:
-        base = ["--data", "digits", "--batch", str(args.batch), *MODELS[model]]
-        teacher = same_model_teacher(base, Path(teachers.name) / model) if set(recipes) & set(DISTILLERS) else []
-        for recipe in recipes:
-            for derivative in DERIVATIVES[recipe]:
-                if derivative == "fused" and model == "mlp":
-                    continue
-                flags = (base + (["--derivative", derivative] if derivative else []) + (teacher if recipe in DISTILLERS else [])
-                         + SAME_MODEL.get((recipe, model), []))
-                fm, ts = [], []
-                for _ in range(args.repeats):  # FM and the recipe alternate, so load hits both alike
-                    fm.append(seconds_per_step("fm", base, args.short, args.long))
-                    ts.append(seconds_per_step(recipe, flags, args.short, args.long))
-                row = {"model": model, "recipe": recipe, "derivative": derivative or "-", "ms_per_step": 1e3 * statistics.median(ts),
-                       "fm_ms_per_step": 1e3 * statistics.median(fm), "ratio_to_fm": statistics.median(ts) / statistics.median(fm)}
-                report["rows"].append(row)
-                print(f"{model:4s} {recipe:15s} {row['derivative']:6s} {row['ms_per_step']:8.1f} ms/step  x{row['ratio_to_fm']:.2f} of FM ({row['fm_ms_per_step']:.1f} ms)", flush=True)
-                if args.json:
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps(report, indent=2))
-    teachers.cleanup()
+    with tempfile.TemporaryDirectory() as teachers:
+        for model in args.models:
+            base = ["--data", "digits", "--batch", str(args.batch), *MODELS[model]]
+            teacher = same_model_teacher(base, Path(teachers) / model) if set(recipes) & set(DISTILLERS) else []
+            for recipe in recipes:
+                for derivative in DERIVATIVES[recipe]:
+                    if derivative == "fused" and model == "mlp":
+                        continue
+                    flags = (base + (["--derivative", derivative] if derivative else []) + (teacher if recipe in DISTILLERS else [])
+                             + SAME_MODEL.get((recipe, model), []))
+                    fm, ts = [], []
+                    for _ in range(args.repeats):  # FM and the recipe alternate, so load hits both alike
+                        fm.append(seconds_per_step("fm", base, args.short, args.long))
+                        ts.append(seconds_per_step(recipe, flags, args.short, args.long))
+                    row = {"model": model, "recipe": recipe, "derivative": derivative or "-", "ms_per_step": 1e3 * statistics.median(ts),
+                           "fm_ms_per_step": 1e3 * statistics.median(fm), "ratio_to_fm": statistics.median(ts) / statistics.median(fm)}
+                    report["rows"].append(row)
+                    print(f"{model:4s} {recipe:15s} {row['derivative']:6s} {row['ms_per_step']:8.1f} ms/step  x{row['ratio_to_fm']:.2f} of FM ({row['fm_ms_per_step']:.1f} ms)", flush=True)
+                    if args.json:
+                        args.json.parent.mkdir(parents=True, exist_ok=True)
+                        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
