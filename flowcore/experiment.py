@@ -155,7 +155,14 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit(f"--ema must be in [0, 1), got {args.ema}")
     if not 0 <= args.lr_decay <= 1:
         raise SystemExit(f"--lr-decay must be in [0, 1], got {args.lr_decay}")
+    for name in FRACTION_FLAGS:
+        if hasattr(args, name) and not 0 <= getattr(args, name) <= 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     return args
+
+
+FRACTION_FLAGS = ("equal_fraction", "uniform_fraction", "fm_fraction", "dtd_fraction")
+"""Recipe flags that are fractions of a batch or a run; ``finalize_args`` checks each a recipe has."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="FD levels of the steps-to-level table (default: 30 15 10 8)")
     p.add_argument("--analyse-only", action="store_true", help="only read the runs already in --out")
     args, extra = p.parse_known_args(argv)
+    if args.factor <= 0:
+        raise SystemExit(f"--factor must be positive, got {args.factor}")
     if BASELINE not in args.arms:
         raise SystemExit(f"--arms must include the baseline {BASELINE!r}")
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]

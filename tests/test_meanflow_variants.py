@@ -327,3 +327,11 @@ def test_variant_beats_meanflow_at_equal_steps(name, default_runs):
     meanflow = default_runs("meanflow_digits", "meanflow", "--data", "digits", "--steps", "7000", "--batch", "128")
     student = default_runs(name, name)
     assert student["1nfe"]["fd"] < meanflow["1nfe"]["fd"]
+
+
+@pytest.mark.parametrize("recipe,flag", [("meanflow", "--uniform-fraction"), ("meanflow", "--equal-fraction"), ("pmf", "--uniform-fraction"),
+                                         ("alphaflow", "--fm-fraction"), ("uaimf", "--dtd-fraction")])
+@pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_fraction_flags_outside_the_unit_interval_are_refused_by_name(recipe, flag, value):
+    with pytest.raises(SystemExit, match=f"{flag} must be in \\[0, 1\\], got {value}"):
+        load_recipe(recipe).parse(["--smoke", flag, value])

@@ -311,3 +311,9 @@ def test_repa_reaches_the_fd_threshold_in_fewer_steps():
     assert trained["reached"] == trained["runs"], f"REPA did not reach the threshold on every seed: {trained}"
     assert mean_steps("trained") < mean_steps("none"), summary
     assert mean_steps("random") >= 0.9 * mean_steps("none"), f"a random encoder should give no real gain: {summary}"
+
+
+def test_steps_to_fd_refuses_a_non_positive_threshold_factor(tmp_path):
+    script = _load(ROOT / "scripts" / "repa_steps_to_fd.py", "repa_steps_to_fd")
+    with pytest.raises(SystemExit, match="--factor must be positive, got 0.0"):
+        script.main(["--factor", "0", "--analyse-only", "--out", str(tmp_path)])
