@@ -92,18 +92,24 @@ def build_model(
     aux_head: bool = False,
     conditioning: Conditioning = Conditioning.ADALN_ZERO,
     decoupled_blocks: int = 0,
+    fourier_features: int = 0,
+    fourier_scale: float = 1.0,
 ) -> nn.Module:
-    """The recipes' default networks: a residual MLP on flattened data, or a small DiT for images."""
+    """The recipes' default networks: a residual MLP on flattened data (optionally on random Fourier
+    features of it), or a small DiT for images."""
     if kind is ModelKind.DIT:
         if source.name != DIGITS:
             raise ValueError("the DiT needs image data: use --data digits or --model mlp")
+        if fourier_features:
+            raise ValueError("Fourier input features are an MLP option: drop --fourier-features or use --model mlp")
         return DiT(DiTConfig(width=width, depth=depth, num_classes=source.num_classes, n_scalar_conds=n_scalar_conds,
                              time_inputs=time_inputs, conditioning=conditioning, aux_head=aux_head, decoupled_blocks=decoupled_blocks))
     dim = 1
     for d in source.shape:
         dim *= d
     return MLP(MLPConfig(dim=dim, width=width, depth=depth, num_classes=source.num_classes, n_scalar_conds=n_scalar_conds,
-                         time_inputs=time_inputs, aux_head=aux_head, decoupled_blocks=decoupled_blocks))
+                         time_inputs=time_inputs, aux_head=aux_head, decoupled_blocks=decoupled_blocks,
+                         fourier_features=fourier_features, fourier_scale=fourier_scale))
 
 
 DEFAULT_WIDTH = {DIGITS: 512}
@@ -116,6 +122,8 @@ def add_common_args(parser: argparse.ArgumentParser, *, data: str, steps: int, b
     g.add_argument("--model", type=ModelKind, choices=list(ModelKind), default=ModelKind.MLP, help="network (default: %(default)s)")
     g.add_argument("--width", type=int, default=None, help="model width (default: 512 on digits, 256 on 2D; 128 for the DiT)")
     g.add_argument("--depth", type=int, default=depth, help="residual blocks / transformer blocks (default: %(default)s)")
+    g.add_argument("--fourier-features", type=int, default=0, help="MLP: random Fourier features of the input, 0 = the raw input (default: %(default)s)")
+    g.add_argument("--fourier-scale", type=float, default=1.0, help="MLP: standard deviation of their frequencies (default: %(default)s)")
     g.add_argument("--steps", type=int, default=steps, help="optimizer steps (default: %(default)s)")
     g.add_argument("--batch", type=int, default=batch, help="global batch size, split over ranks (default: %(default)s)")
     g.add_argument("--lr", type=float, default=lr, help="Adam learning rate (default: %(default)s)")
@@ -153,6 +161,10 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.ema < 1:
         raise SystemExit(f"--ema must be in [0, 1), got {args.ema}")
+    if args.fourier_features < 0 or not args.fourier_scale > 0:
+        raise SystemExit(f"--fourier-features must be >= 0 and --fourier-scale > 0, got {args.fourier_features} and {args.fourier_scale}")
+    if args.fourier_features and args.model is not ModelKind.MLP:
+        raise SystemExit("--fourier-features is an MLP option: use --model mlp or drop it")
     if not 0 <= args.lr_decay <= 1:
         raise SystemExit(f"--lr-decay must be in [0, 1], got {args.lr_decay}")
     for name in FRACTION_FLAGS:
@@ -177,12 +189,17 @@ class Setup:
     ema: train.EMA
 
 
+def network_args(args: argparse.Namespace) -> dict:
+    """``build_model``'s keyword arguments from the common flags (--width, --depth, --fourier-features/-scale)."""
+    return {"width": args.width, "depth": args.depth, "fourier_features": args.fourier_features, "fourier_scale": args.fourier_scale}
+
+
 def setup(args: argparse.Namespace, **model_options) -> Setup:
     """Initialise torchrun (if any), seed every RNG per rank, load --data and build --model."""
     dist = train.init_distributed()
     train.seed_everything(args.seed, dist.rank)
     source = load_source(args.data)
-    model = build_model(args.model, source, width=args.width, depth=args.depth, **model_options)
+    model = build_model(args.model, source, **network_args(args), **model_options)
     return Setup(dist, source, model, train.prepare_model(model, dist), train.EMA(model, (args.ema,)))
 
 
@@ -197,13 +214,13 @@ def setup_distillation(args: argparse.Namespace, *, init_from_teacher: bool, sou
     source = source or load_source(args.data)
     if init_from_teacher:  # building a network draws from the RNG: each branch keeps the order its recipes' runs used
         teacher = load_teacher(args.teacher, source, dist, smoke=args.smoke)
-        model = build_model(args.model, source, width=args.width, depth=args.depth)
+        model = build_model(args.model, source, **network_args(args))
         if model.config != teacher.config:
             raise SystemExit(f"the student starts from the teacher, whose network ({teacher.config}) differs from this one "
-                             f"({model.config}): pass the teacher's --model, --width and --depth")
+                             f"({model.config}): pass the teacher's --model, --width, --depth and --fourier-features/--fourier-scale")
         model.load_state_dict(teacher.state_dict())
     else:
-        model = build_model(args.model, source, width=args.width, depth=args.depth)
+        model = build_model(args.model, source, **network_args(args))
         teacher = load_teacher(args.teacher, source, dist, smoke=args.smoke)
     return Setup(dist, source, model, train.prepare_model(model, dist), train.EMA(model, (args.ema,))), teacher
 
@@ -274,7 +291,8 @@ def load_teacher(checkpoint: Path | None, source: Source, dist: train.Dist, *, s
     config = train.checkpoint_info(checkpoint).config
     if config.get("data") != source.name:
         raise ValueError(f"teacher {checkpoint} was trained on {config.get('data')!r}, not on {source.name!r}")
-    teacher = build_model(ModelKind(config["model"]), source, width=config["width"], depth=config["depth"])
+    teacher = build_model(ModelKind(config["model"]), source, width=config["width"], depth=config["depth"],
+                          fourier_features=config.get("fourier_features", 0), fourier_scale=config.get("fourier_scale", 1.0))
     train.load_weights(checkpoint, {train.ema_name(config["ema"]): teacher})
     return teacher.eval().requires_grad_(False)
 

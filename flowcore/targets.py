@@ -261,6 +261,33 @@ def consistency_function(z: Tensor, F: Tensor, t: Tensor, sigma_data: float = 0.
     return expand_time(c_skip.to(z.dtype), z) * z + expand_time(c_out.to(z.dtype), z) * F
 
 
+def edm_output_of_linear_velocity(v: Tensor, z: Tensor, t: Tensor, sigma_data: float = 0.5) -> Tensor:
+    """A linear-path velocity v(z_t, t) read as the raw output F of an EDM denoiser (Karras et al. 2022):
+    the F with c_skip^E x_sigma + c_out^E F = x_hat = z_t - t v, i.e.
+
+        F = (x_hat - c_skip^E x_sigma) / c_out^E,   x_sigma = z_t / (1 - t),  sigma = t / (1 - t),
+        c_skip^E = sigma_d^2 / (sigma^2 + sigma_d^2),  c_out^E = sigma sigma_d / sqrt(sigma^2 + sigma_d^2).
+
+    Consistency distillation starts the student from the teacher's weights (Song et al. 2023, arXiv
+    2303.01469; openai/consistency_models copies the EDM teacher's parameters, its F, into the student):
+    ``consistency_function(z, edm_output_of_linear_velocity(v, z, t), t)`` is that start for an FM
+    teacher, and for sigma >> sigma_min it is the teacher's own denoiser (1 - t_min) x_hat. Written in t
+    (finite for t in (0, 1)): c_skip^E x_sigma = sigma_d^2 (1 - t) z / (t^2 + sigma_d^2 (1 - t)^2),
+    c_out^E = sigma_d t / sqrt(t^2 + sigma_d^2 (1 - t)^2). Differentiable in v, z and t."""
+    check_times(t, batch=z.shape[0])
+    if v.shape != z.shape:
+        raise ValueError(f"velocity shape {tuple(v.shape)} does not match z shape {tuple(z.shape)}")
+    if sigma_data <= 0:
+        raise ValueError(f"sigma_data must be positive, got {sigma_data}")
+    if (t <= 0).any() or (t >= 1).any():
+        raise ValueError("edm_output_of_linear_velocity needs t in (0, 1): sigma = t / (1 - t) must be finite and positive")
+    tt = expand_time(t.to(z.dtype), z)
+    norm2 = tt * tt + sigma_data**2 * (1 - tt) ** 2
+    skip_x_sigma = sigma_data**2 * (1 - tt) * z / norm2
+    c_out = sigma_data * tt / torch.sqrt(norm2)
+    return (z - tt * v - skip_x_sigma) / c_out
+
+
 def trigflow_denoised(z: Tensor, F: Tensor, t: Tensor) -> Tensor:
     """sCM's consistency function (Lu & Song 2024, arXiv 2410.11081) in flowcore's units:
     x_hat = cos(theta) z - sin(theta) F,  theta = pi t / 2.

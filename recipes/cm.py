@@ -6,7 +6,10 @@ Song & Dhariwal 2023, arXiv 2310.14189) on flowcore's linear path z_t = (1 - t) 
     grid t_i = sigma_i / (1 + sigma_i), Karras sigmas (sigma_min 0.002, sigma_max 80 -> t_max = 80/81, rho 7)
     pair (t, s) = (t_{n+1}, t_n),  L = E lambda d(f(z_t, t), sg f_target(z_s, s))
 
-  cd   z_s = one Heun step of the FM teacher (CFG 1.5 on digits) from t to s; fixed N; target = EMA(mu) of the student; d = L2
+  cd   z_s = one Heun step of the FM teacher (CFG 1.5 on digits) from t to s; fixed N; target = EMA(mu) of the student; d = L2;
+       the student starts as the teacher (as the official code copies its EDM teacher's weights): its network's linear-path
+       velocity v is read as EDM's F (targets.edm_output_of_linear_velocity), so that at the start f(z_t, t) is the teacher's
+       denoiser z_t - t v away from t_min; --no-teacher-init: a fresh network that outputs F
   ct   z_s = (1 - s) x + s eps with the same eps; N(k) = ceil(sqrt(k/K ((s1+1)^2 - s0^2) + s0^2) - 1) + 1 (s0 2, s1 150);
        target EMA mu(k) = exp(s0 log(mu0) / N(k)), mu0 = 0.9; d = L2
   ict  as ct, but no EMA teacher (target = sg student), pseudo-Huber d (c = 0.00054 sqrt(dim)), lambda = 1/(sigma_{n+1} - sigma_n),
@@ -57,6 +60,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     experiment.add_common_args(p, data="digits", steps=6000, batch=128, lr=5e-4, depth=4, out="runs/cm")
     p.add_argument("--mode", type=CMMode, choices=list(CMMode), default=CMMode.CD, help="cd, ct or ict (default: %(default)s)")
     p.add_argument("--teacher", type=Path, default=None, help="CD: FM checkpoint (default: runs/fm, trained first if missing)")
+    p.add_argument("--teacher-init", action=argparse.BooleanOptionalAction, default=True,
+                   help="CD: the student is the teacher's network and weights, its velocity read as EDM's F; "
+                        "--no-teacher-init: a fresh network that outputs F (default: on)")
     p.add_argument("--cfg", type=float, default=1.5, help="CD: CFG scale of the teacher on digits (default: %(default)s)")
     p.add_argument("--grid", type=int, default=18, help="CD: number of grid points N (default: %(default)s)")
     p.add_argument("--target-ema", type=float, default=0.95, help="CD: EMA decay mu of the target network (default: %(default)s)")
@@ -80,14 +86,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    run = experiment.setup(args)
+    teacher_init = args.mode is CMMode.CD and args.teacher_init
+    if args.mode is CMMode.CD:
+        run, teacher = experiment.setup_distillation(args, init_from_teacher=teacher_init)
+    else:
+        run, teacher = experiment.setup(args), None
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
     target = copy.deepcopy(run.model).requires_grad_(False)
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr)
     path, dim = LinearPath(), math.prod(source.shape)
     t_max = times.time_of_sigma(torch.tensor(args.sigma_max)).item()
     huber_c = 0.00054 * math.sqrt(dim)
-    teacher = experiment.load_teacher(args.teacher, source, dist, smoke=args.smoke) if args.mode is CMMode.CD else None
 
     def teacher_field(y: torch.Tensor | None) -> sampling.VelocityField:
         if y is None:
@@ -95,7 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
         return sampling.velocity_of(guidance.guided(teacher, y, args.cfg, source.null_class))
 
     def consistency(model: torch.nn.Module, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return targets.consistency_function(z, model(z, t, t, y), t, args.sigma_data, args.sigma_min)
+        """f(z, t) = c_skip z + c_out F, F the network's output or, with --teacher-init, its velocity read as EDM's F."""
+        out = model(z, t, t, y)
+        F = targets.edm_output_of_linear_velocity(out, z, t, args.sigma_data) if teacher_init else out
+        return targets.consistency_function(z, F, t, args.sigma_data, args.sigma_min)
 
     def schedule(step: int) -> tuple[int, float]:
         """(grid size N, target EMA decay mu) at this step."""
@@ -147,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
         generators["teacher_heun50"] = lambda eps, y: sampling.heun(teacher_field(y), eps, times.uniform_grid(50))
     results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history,
-                             {"recipe": "cm", "mode": args.mode.value, "train_seconds": train_seconds, "steps": args.steps})
+                             {"recipe": "cm", "mode": args.mode.value, "train_seconds": train_seconds, "steps": args.steps,
+                              "teacher_init": teacher_init})
     train.close_distributed()
     return results
 

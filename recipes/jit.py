@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.model is experiment.ModelKind.DIT:
         model = DiT(DiTConfig(patch=args.patch, width=args.width, depth=args.depth, heads=args.heads, num_classes=source.num_classes))
     else:
-        model = experiment.build_model(args.model, source, width=args.width, depth=args.depth)
+        model = experiment.build_model(args.model, source, **experiment.network_args(args))
     run = experiment.Setup(dist, source, model, train.prepare_model(model, dist), train.EMA(model, (args.ema,)))
     net, ema = run.net, run.ema
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)

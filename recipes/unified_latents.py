@@ -65,6 +65,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("latent_dim", "bits_times", "encoder_width", "prior_width"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.fourier_features:
+        raise SystemExit("--fourier-features does not apply: Unified Latents builds its own encoder, prior and decoder")
     if args.loss_factor < 0 or args.warmup_steps < 0 or min(args.sample_steps) < 1:
         raise SystemExit("--loss-factor and --warmup-steps must be >= 0 and --sample-steps >= 1")
     if args.data != experiment.DIGITS:

@@ -10,6 +10,8 @@ for p in 0 0.5; do python recipes/meanflow.py --p $p --out runs/meanflow_p$p; do
 python recipes/meanflow.py --lr-decay 0.3 --out runs/meanflow_lr_decay
 python recipes/meanflow.py --steps 4000 --equal-fraction 0.25 --out runs/meanflow_4k_equal0.25
 for u in 0.5 1; do python recipes/meanflow.py --steps 4000 --uniform-fraction $u --out runs/meanflow_4k_uniform$u; done
+python recipes/meanflow.py --fourier-features 64 --fourier-scale 1 --out runs/meanflow_fourier64
+python recipes/meanflow.py --p 0 --uniform-fraction 1 --lr-decay 0.3 --out runs/meanflow_p0_uniform1_lr_decay
 python recipes/pmf.py --out runs/pmf
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf runs/pmf_w$w && python recipes/pmf.py --out runs/pmf_w$w --resume --omega $w; done
 python recipes/pmf.py --p 1 --out runs/pmf_adaptive
@@ -35,14 +37,20 @@ for w in 1.0 2.0; do rm -rf runs/tvm_cfg$w && cp -r runs/tvm runs/tvm_cfg$w && p
 python recipes/jit.py --prediction v --out runs/jit_v
 python recipes/cm.py --mode ct --out runs/cm_ct
 python recipes/cm.py --mode ict --out runs/cm_ict
+python recipes/cm.py --no-teacher-init --out runs/cm_fresh
 python recipes/scm.py --no-tangent-norm --tangent-warmup 0 --out runs/scm_unstabilised
 python recipes/scm.py --no-teacher-init --out runs/scm_fresh
 python recipes/scm.py --no-teacher-init --no-tangent-norm --tangent-warmup 0 --out runs/scm_fresh_unstabilised
 python recipes/freeflow.py --no-correction --out runs/freeflow_no_correction
+python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --out runs/freeflow_4k_lr_decay
+python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --p 0.5 --out runs/freeflow_4k_p0.5_lr_decay
+python recipes/freeflow.py --lr 3e-4 --lr-decay 0.3 --out runs/freeflow_lr3e-4_lr_decay
+python recipes/dmf.py --lr-decay 0.3 --out runs/dmf_lr_decay
 python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --attraction 1.5 --out runs/drifting_checkerboard_attraction1.5
 python recipes/cm.py --data checkerboard --out runs/cm_checkerboard
+python recipes/cm.py --data checkerboard --no-teacher-init --out runs/cm_fresh_checkerboard
 python recipes/freeflow.py --data checkerboard --steps 6000 --lr 3e-4 --out runs/freeflow_checkerboard
 # studies (each writes its own table; the latent_forcing and unified_latents default runs are members of theirs)
 python scripts/repa_steps_to_fd.py

@@ -56,6 +56,14 @@ RUNS = {
     **{f"{r}_p0.5_lr_decay_no_cfg (comparison)": ROOT / f"runs/{r}_p0.5_lr_decay_no_cfg/metrics.json" for r in ("meanflow_digits", "alphaflow", "uaimf")},
     # sCD from a freshly initialised student (--no-teacher-init), with and without the tangent normalisation and warm-up
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("scm_fresh", "scm_fresh_unstabilised")},
+    # CD from a freshly initialised student (--no-teacher-init), on digits and on the checkerboard
+    "cm_fresh (comparison)": ROOT / "runs/cm_fresh/metrics.json",
+    "cm_fresh (2D)": ROOT / "runs/cm_fresh_checkerboard/metrics.json",
+    # DMF with a decaying learning rate; FreeFlow for 4000 steps with a decaying learning rate (p = 1 and p = 0.5), and at lr 3e-4
+    "dmf_lr_decay (comparison)": ROOT / "runs/dmf_lr_decay/metrics.json",
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("freeflow_4k_lr_decay", "freeflow_4k_p0.5_lr_decay", "freeflow_lr3e-4_lr_decay")},
+    # MeanFlow on the checkerboard on 64 random Fourier features of its input (--fourier-features 64), and with p = 0, all times uniform and lr decay
+    **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_fourier64", "meanflow_p0_uniform1_lr_decay")},
     # pMF's default weights sampled at other guidance scales (--resume --omega W)
     **{f"pmf_w{w} (re-evaluated)": ROOT / f"runs/pmf_w{w}/metrics.json" for w in ("1.25", "1.5")},
     # pMF with iMF's adaptive weight (p = 1) at omega 1 and at the paper's sampling omega 1.5
@@ -261,24 +269,28 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
         claim("x-prediction beats v-prediction for the pixel transformer", "`jit` (x) vs `jit_v` (v), 50 Heun steps, better of CFG 1.5 and none",
               f"{_fmt(a)} vs {_fmt(b)}", a < b)
     cd, ct, ict = get("cm"), get("cm_ct"), get("cm_ict")
-    if cd:
-        res = cd["results"]
-        if "teacher_heun50" in res:
-            claim("CD: 1 step close to the teacher's 50 steps", "`cm` (cd) 1 NFE vs its teacher's Heun 50",
+    for name, start in (("cm", "the student starts as the teacher"), ("cm_fresh", "a freshly initialised student")):
+        if (m := get(name)) and "teacher_heun50" in m["results"]:
+            res = m["results"]
+            claim(f"CD: 1 step close to the teacher's 50 steps ({start})", f"`{name}` (cd) 1 NFE vs its teacher's Heun 50",
                   f"{_fmt(res['1nfe']['fd'])} vs {_fmt(res['teacher_heun50']['fd'])}", res["1nfe"]["fd"] <= 1.5 * res["teacher_heun50"]["fd"])
-        claim("CM: quality stops improving from 2 to 4 steps", "`cm` (cd) 2 vs 4 NFE", f"1/2/4 NFE: {_series(res, NFE)}", res["4nfe"]["fd"] >= 0.95 * res["2nfe"]["fd"])
-        if ct:
-            claim("CT from scratch is worse than CD at equal steps", "`cm_ct` vs `cm`", f"1 NFE: {_fmt(ct['results']['1nfe']['fd'])} vs {_fmt(res['1nfe']['fd'])}",
-                  ct["results"]["1nfe"]["fd"] > res["1nfe"]["fd"])
-            if ict:
-                a, b, c = (m["results"]["1nfe"]["fd"] for m in (ct, ict, cd))
-                closed = (a - b) / (a - c) if a != c else float("nan")
-                claim("iCT closes most of the CT-CD gap", "`cm_ict` between `cm_ct` and `cm`", f"1 NFE: CT {_fmt(a)}, iCT {_fmt(b)}, CD {_fmt(c)}; gap closed {_fmt(closed)}", closed > 0.5)
-    if (r := runs.get("cm (2D)")) and "teacher_heun50" in r["results"]:
-        res = r["results"]
-        claim("CD on 2D: 1 step close to the teacher's 50 steps, and no gain from 2 to 4 steps", "`cm --data checkerboard` vs its teacher's Heun 50",
-              f"sliced W2 1/2/4 NFE: {_series(res, NFE, 'sw2')}; teacher {_fmt(res['teacher_heun50']['sw2'])}",
-              res["1nfe"]["sw2"] <= 1.5 * res["teacher_heun50"]["sw2"] and res["4nfe"]["sw2"] >= 0.95 * res["2nfe"]["sw2"])
+            claim(f"CM: quality stops improving from 2 to 4 steps ({start})", f"`{name}` (cd) 2 vs 4 NFE", f"1/2/4 NFE: {_series(res, NFE)}",
+                  res["4nfe"]["fd"] >= 0.95 * res["2nfe"]["fd"])
+    if cd and ct:
+        res = cd["results"]
+        claim("CT from scratch is worse than CD at equal steps", "`cm_ct` vs `cm`", f"1 NFE: {_fmt(ct['results']['1nfe']['fd'])} vs {_fmt(res['1nfe']['fd'])}",
+              ct["results"]["1nfe"]["fd"] > res["1nfe"]["fd"])
+        if ict:
+            a, b, c = (m["results"]["1nfe"]["fd"] for m in (ct, ict, cd))
+            closed = (a - b) / (a - c) if a != c else float("nan")
+            claim("iCT closes most of the CT-CD gap", "`cm_ict` between `cm_ct` and `cm`", f"1 NFE: CT {_fmt(a)}, iCT {_fmt(b)}, CD {_fmt(c)}; gap closed {_fmt(closed)}", closed > 0.5)
+    for name, start in (("cm", "the student starts as the teacher"), ("cm_fresh", "a freshly initialised student")):
+        if (r := runs.get(f"{name} (2D)")) and "teacher_heun50" in r["results"]:
+            res = r["results"]
+            claim(f"CD on 2D: 1 step close to the teacher's 50 steps, and no gain from 2 to 4 steps ({start})",
+                  f"`{name}` (`--data checkerboard`) vs its teacher's Heun 50",
+                  f"sliced W2 1/2/4 NFE: {_series(res, NFE, 'sw2')}; teacher {_fmt(res['teacher_heun50']['sw2'])}",
+                  res["1nfe"]["sw2"] <= 1.5 * res["teacher_heun50"]["sw2"] and res["4nfe"]["sw2"] >= 0.95 * res["2nfe"]["sw2"])
     for stable, start in (("scm", "the student starts as the teacher"), ("scm_fresh", "a freshly initialised student")):
         if (r := get(stable)) and (u := get(f"{stable}_unstabilised")):
             claim(f"sCM: tangent normalisation and warm-up stabilise training ({start})", f"`{stable}` vs `{stable}_unstabilised`",

@@ -71,6 +71,27 @@ def test_exact_map_is_a_fixed_point_of_the_cd_target_and_the_loss_vanishes():
     assert losses.pseudo_huber(pred, target, 0.00054 * math.sqrt(3)).max() < 1e-9
 
 
+def test_a_linear_velocity_read_as_edm_output_gives_the_teacher_denoiser():
+    """CD starts from the teacher: the exact Gaussian velocity read as EDM's F makes EDM's denoiser
+    c_skip^E x_sigma + c_out^E F the posterior mean E[x | z_t] = (1 - t) s2 z / ((1 - t)^2 s2 + t^2) (fp64);
+    the consistency function built on it lands on (1 - t_min) E[x | z_t] once sigma >> sigma_min, and on z at t_min."""
+    t = torch.linspace(0.02, 80 / 81, 40, dtype=torch.float64)
+    z = torch.randn(40, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    F = targets.edm_output_of_linear_velocity(oracles.velocity(z, t, S2), z, t, SIGMA_D)
+    sigma = (t / (1 - t))[:, None]
+    denoised = SIGMA_D**2 / (sigma**2 + SIGMA_D**2) * z / (1 - t[:, None]) + sigma * SIGMA_D / torch.sqrt(sigma**2 + SIGMA_D**2) * F
+    posterior_mean = (1 - t[:, None]) * S2 * z / ((1 - t[:, None]) ** 2 * S2 + t[:, None] ** 2)
+    torch.testing.assert_close(denoised, posterior_mean, rtol=1e-10, atol=1e-12)
+    far = t > 0.5  # sigma > 1 = 500 sigma_min
+    f = targets.consistency_function(z, F, t, SIGMA_D, SIGMA_MIN)
+    torch.testing.assert_close(f[far], (1 - T_MIN) * posterior_mean[far], rtol=0, atol=5e-3)
+    t_min = torch.full((40,), T_MIN, dtype=torch.float64)
+    F_min = targets.edm_output_of_linear_velocity(oracles.velocity(z, t_min, S2), z, t_min, SIGMA_D)
+    assert torch.isfinite(F_min).all() and torch.equal(targets.consistency_function(z, F_min, t_min, SIGMA_D, SIGMA_MIN), z)
+    with pytest.raises(ValueError, match=r"t in \(0, 1\)"):
+        targets.edm_output_of_linear_velocity(z, z, torch.ones(40, dtype=torch.float64), SIGMA_D)
+
+
 def test_cd_targets_at_neighbouring_times_agree_to_heun_order():
     """The CD target through one Heun step of the exact velocity agrees with the prediction up to
     Heun's local error O(h^3): halving the gap divides the disagreement by ~8."""
@@ -318,7 +339,7 @@ def test_normalize_tangent():
 
 # ------------------------------------------------------------------ recipes
 @pytest.mark.parametrize("name,extra", [
-    ("cm", ["--mode", "cd"]), ("cm", ["--mode", "ct"]), ("cm", ["--mode", "ict"]), ("cm", ["--mode", "ict", "--metric", "l2", "--data", "checkerboard"]),
+    ("cm", ["--mode", "cd"]), ("cm", ["--mode", "cd", "--no-teacher-init", "--model", "dit"]), ("cm", ["--mode", "ct"]), ("cm", ["--mode", "ict"]), ("cm", ["--mode", "ict", "--metric", "l2", "--data", "checkerboard"]),
     ("scm", ["--mode", "scd", "--derivative", "jvp"]), ("scm", ["--mode", "sct", "--derivative", "fd"]),
     ("scm", ["--mode", "scd", "--model", "dit", "--derivative", "fused", "--no-teacher-init"]),  # the smoke teacher is an MLP
     ("scm", ["--mode", "sct", "--data", "checkerboard", "--no-tangent-norm", "--tangent-warmup", "0", "--no-adaptive-weight"]),

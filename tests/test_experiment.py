@@ -15,19 +15,31 @@ def test_linear_decay_tail_follows_its_formula():
     assert experiment.linear_decay_tail(100, 0.0) is None
 
 
-def test_teacher_loads_the_fm_checkpoints_ema_weights(tmp_path):
-    load_recipe("fm").main(["--smoke", "--data", "checkerboard", "--out", str(tmp_path)])
+@pytest.mark.parametrize("fourier", [[], ["--fourier-features", "4", "--fourier-scale", "2"]])
+def test_teacher_loads_the_fm_checkpoints_ema_weights(tmp_path, fourier):
+    """The teacher is rebuilt from its checkpoint's config, Fourier input features (and their saved frequencies) included."""
+    load_recipe("fm").main(["--smoke", "--data", "checkerboard", "--out", str(tmp_path), *fourier])
     source = experiment.load_source("checkerboard")
     dist = train.Dist(0, 1, torch.device("cpu"))
     teacher = experiment.load_teacher(tmp_path / train.CHECKPOINT_NAME, source, dist)
     config = train.checkpoint_info(tmp_path / train.CHECKPOINT_NAME).config
-    reference = experiment.build_model(experiment.ModelKind.MLP, source, width=config["width"], depth=config["depth"])
+    reference = experiment.build_model(experiment.ModelKind.MLP, source, width=config["width"], depth=config["depth"],
+                                       fourier_features=config["fourier_features"], fourier_scale=config["fourier_scale"])
+    assert teacher.config.fourier_features == (4 if fourier else 0)
     train.load_weights(tmp_path / train.CHECKPOINT_NAME, {train.ema_name(config["ema"]): reference})
     z, t = torch.randn(16, 2), torch.rand(16)
     assert torch.equal(teacher(z, t, t), reference.eval()(z, t, t))
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     with pytest.raises(ValueError, match="trained on 'checkerboard', not on 'moons'"):
         experiment.load_teacher(tmp_path / train.CHECKPOINT_NAME, experiment.load_source("moons"), dist)
+
+
+def test_fourier_flags_are_checked_by_name():
+    fm = load_recipe("fm")
+    for bad, match in ((["--fourier-features", "-1"], "--fourier-features"), (["--fourier-scale", "0"], "--fourier-scale"),
+                       (["--model", "dit", "--data", "digits", "--fourier-features", "8"], "MLP option")):
+        with pytest.raises(SystemExit, match=match):
+            fm.parse(["--smoke", *bad])
 
 
 def test_meanflow_training_velocity_combines_the_networks_own_velocities():

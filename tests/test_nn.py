@@ -84,6 +84,25 @@ def test_mlp_jvp_equals_central_difference(time_inputs, aux_head):
     assert_jvp_matches_central_difference(small_mlp(num_classes=NUM_CLASSES, n_scalar_conds=2, time_inputs=time_inputs, aux_head=aux_head))
 
 
+def test_mlp_on_fourier_features_closed_form_and_exact_jvp():
+    """gamma(z) = [z, sin(2 pi z B), cos(2 pi z B)] with B the saved buffer; the MLP's JVP through it
+    equals the fp64 central difference; without the option the network has no such buffer."""
+    torch.manual_seed(0)
+    model = small_mlp(num_classes=NUM_CLASSES, fourier_features=16, fourier_scale=2.0)
+    B_ = model.features.frequencies
+    assert B_.shape == (64, 16) and "features.frequencies" in model.state_dict()
+    assert 1.5 < B_.std().item() < 2.5  # N(0, scale^2)
+    z = torch.randn(5, 64)
+    torch.testing.assert_close(model.features(z), torch.cat([z, torch.sin(2 * torch.pi * z @ B_), torch.cos(2 * torch.pi * z @ B_)], dim=1))
+    assert model.input.in_features == 64 + 32
+    assert_jvp_matches_central_difference(model)
+    assert small_mlp().features is None and not any("frequencies" in k for k in small_mlp().state_dict())
+    with pytest.raises(ValueError, match="fourier_scale"):
+        MLPConfig(dim=2, fourier_features=4, fourier_scale=0.0)
+    with pytest.raises(ValueError, match="fourier_features"):
+        MLPConfig(dim=2, fourier_features=-1)
+
+
 @pytest.mark.parametrize("aux_head", [False, True])
 @pytest.mark.parametrize("conditioning", list(Conditioning))
 def test_dit_jvp_equals_central_difference_with_auto_attention(conditioning, aux_head):

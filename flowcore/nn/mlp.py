@@ -22,7 +22,8 @@ class MLPConfig:
     class-conditional (plus a null class); n_scalar_conds: columns of c; aux_head: also return a
     second output from the shared trunk (iMF's v-head); decoupled_blocks: k > 0 conditions blocks
     [0, k) on t and blocks [k, depth) plus the output layer on s (Decoupled MeanFlow, see
-    ``conditioning.decoupled_conditions``), 0 = off."""
+    ``conditioning.decoupled_conditions``), 0 = off; fourier_features n > 0 feeds the input layer
+    [z, sin(2 pi z B), cos(2 pi z B)] with a fixed B (dim, n) ~ N(0, fourier_scale^2) (``FourierInput``)."""
 
     dim: int
     width: int = 512
@@ -33,17 +34,39 @@ class MLPConfig:
     time_inputs: TimeInputs = TimeInputs.T_GAP
     aux_head: bool = False
     decoupled_blocks: int = 0
+    fourier_features: int = 0
+    fourier_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("dim", "width", "depth", "cond_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MLPConfig: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_classes", "n_scalar_conds"):
+        if not self.fourier_scale > 0:
+            raise ValueError(f"MLPConfig: fourier_scale must be > 0, got {self.fourier_scale}")
+        for name in ("num_classes", "n_scalar_conds", "fourier_features"):
             if getattr(self, name) < 0:
                 raise ValueError(f"MLPConfig: {name} must be >= 0, got {getattr(self, name)}")
         if not isinstance(self.time_inputs, TimeInputs):
             raise TypeError(f"MLPConfig: time_inputs must be a TimeInputs, got {self.time_inputs!r}")
         check_decoupled_blocks("MLPConfig", self.decoupled_blocks, self.depth, self.time_inputs)
+
+
+class FourierInput(nn.Module):
+    """Random Fourier features of the input (Tancik et al. 2020, arXiv 2006.10739):
+
+        gamma(z) = [z, sin(2 pi z B), cos(2 pi z B)],   B (dim, n) ~ N(0, scale^2), fixed (a saved buffer).
+
+    A linear layer on gamma(z) can turn sharply where one on z cannot, which low-dimensional maps with
+    near-discontinuities need (a one-step map from a Gaussian onto a checkerboard's separate squares).
+    Smooth in z, so JVPs and finite differences in z pass through it."""
+
+    def __init__(self, dim: int, n: int, scale: float):
+        super().__init__()
+        self.register_buffer("frequencies", scale * torch.randn(dim, n))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        phase = 2 * math.pi * z @ self.frequencies
+        return torch.cat([z, torch.sin(phase), torch.cos(phase)], dim=-1)
 
 
 class ResidualBlock(nn.Module):
@@ -79,7 +102,8 @@ class MLP(nn.Module):
         self.config = config
         width, cond_width = config.width, config.cond_width
         self.embed = ConditionEmbeddings(cond_width, config.time_inputs, config.num_classes, config.n_scalar_conds)
-        self.input = nn.Linear(config.dim, width)
+        self.features = FourierInput(config.dim, config.fourier_features, config.fourier_scale) if config.fourier_features else None
+        self.input = nn.Linear(config.dim + 2 * config.fourier_features, width)
         self.blocks = nn.ModuleList(ResidualBlock(width, cond_width) for _ in range(config.depth))
         self.head = AdaptiveOutput(width, cond_width, config.dim)
         self.aux = AdaptiveOutput(width, cond_width, config.dim) if config.aux_head else None
@@ -96,7 +120,8 @@ class MLP(nn.Module):
             cond = cond_early = nn.functional.silu(self.embed(t, s, y, c).sum(dim=1))
         else:
             cond_early, cond = (nn.functional.silu(e.sum(dim=1)) for e in decoupled_conditions(self.embed, t, s, y, c))
-        h = self.input(z.reshape(z.shape[0], cfg.dim))
+        flat = z.reshape(z.shape[0], cfg.dim)
+        h = self.input(flat if self.features is None else self.features(flat))
         for i, block in enumerate(self.blocks):
             h = block(h, cond_early if i < k else cond)
         out = self.head(h, cond).reshape(z.shape)
