@@ -2,16 +2,26 @@
 velocity from t to s, trained from scratch on the MeanFlow identity
 
     u_tgt = sg(v_g - (t - s) du/dt),   du/dt = J_u(z, t; s fixed) (v_g, 1)
-    L = sum_d (u - u_tgt)^2 / sg(sum_d (u - u_tgt)^2 + c)^p          (adaptive weight, p = 1, c = 0.01)
+    L = sum_d (u - u_tgt)^2 / sg(sum_d (u - u_tgt)^2 + c)^p          (adaptive weight, c = 0.01)
 
-t, s ~ logit-normal(-0.4, 1) sorted, with s = t on 75% of the rows (the ImageNet config); --uniform-fraction
-draws that share of the times uniformly instead (checkerboard 1-NFE sliced W2 after 4000 steps: 0.098 all
-uniform, 0.1075 half; none: 0.118 after 3293 steps and 0.114 after the default 12000; README rows). On digits the
-target carries training-time CFG, v_g = omega v + kappa u(z,t,t|y) + (1 - omega - kappa) u(z,t,t|null)
-with 10% label dropout, so one network step is a guided sample. Sampling: z_s = z_t + (s - t) u on a
-uniform grid, 1, 2 and 4 NFE, and 100 Euler steps on the diagonal u(z, t, t) (velocity_euler100).
+t, s sorted with s = t on 75% of the rows (the ImageNet config). Defaults per data:
+
+    digits (the paper's ImageNet settings):  p = 1, t ~ logit-normal(-0.4, 1), constant learning rate
+    2D toys:                                 p = 0, t ~ U[0, 1] (--uniform-fraction 1), lr falling to 0 over the last 30%,
+                                             the MLP on 64 random Fourier features of its input (--fourier-features 64)
+
+On 2D the paper's p = 1 biases the field: its gradient is that of log(L + c) per row, a robust
+(Cauchy-type) regression that seeks a mode of the noisy conditional velocity instead of its mean. With
+many dimensions each row's L concentrates near its mean and the weight is nearly a constant; with 2 it
+does not. Checkerboard sliced W2 of 100 Euler steps on u(z, t, t): 0.20 at p = 1, 0.046 at p = 0. 1-NFE
+sliced W2: 0.114 with the paper's settings, 0.069 with p = 0, uniform times and lr decay, 0.064 with the
+Fourier features too (README rows meanflow_p1, meanflow_p0_uniform1_lr_decay, meanflow (checkerboard)). On digits the target carries training-time
+CFG, v_g = omega v + kappa u(z,t,t|y) + (1 - omega - kappa) u(z,t,t|null) with 10% label dropout, so one
+network step is a guided sample. Sampling: z_s = z_t + (s - t) u on a uniform grid, 1, 2 and 4 NFE, and
+100 Euler steps on the diagonal u(z, t, t) (velocity_euler100).
 
     python recipes/meanflow.py                          # 2D checkerboard (default)
+    python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --out runs/meanflow_p1   # the paper's settings on 2D
     python recipes/meanflow.py --data digits --derivative fd
 """
 
@@ -32,9 +42,29 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     experiment.add_common_args(p, data="checkerboard", steps=12000, batch=256, lr=1e-3, depth=4, out="runs/meanflow")
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end (default: %(default)s)")
     p.add_argument("--equal-fraction", type=float, default=0.75, help="fraction of rows with s = t (default: %(default)s)")
-    p.add_argument("--uniform-fraction", type=float, default=0.0, help="fraction of times drawn uniformly instead of logit-normal(-0.4, 1) (default: %(default)s)")
+    p.add_argument("--uniform-fraction", type=float, default=None,
+                   help="fraction of times drawn uniformly instead of logit-normal(-0.4, 1) (default: 0 on digits, 1 on 2D)")
     experiment.add_meanflow_loss_args(p)
-    return experiment.finalize_args(p.parse_args(argv))
+    p.set_defaults(p=None, lr_decay=None, fourier_features=None)
+    per_data_help = {"p": "adaptive-weight power (default: 1 on digits, the paper's; 0 on 2D)",
+                     "lr_decay": "fraction of the run, at its end, over which the learning rate falls linearly to 0 (default: 0 on digits, 0.3 on 2D)",
+                     "fourier_features": "MLP: random Fourier features of the input, 0 = the raw input (default: 0 on digits, 64 on 2D)"}
+    for action in p._actions:  # the shared flags' help, with their per-data defaults
+        action.help = per_data_help.get(action.dest, action.help)
+    return experiment.finalize_args(with_data_defaults(p.parse_args(argv)))
+
+
+DIGITS_DEFAULTS = {"p": 1.0, "uniform_fraction": 0.0, "lr_decay": 0.0, "fourier_features": 0}
+TOY_DEFAULTS = {"p": 0.0, "uniform_fraction": 1.0, "lr_decay": 0.3, "fourier_features": 64}
+"""The flags whose default depends on --data (see the module docstring for why 2D differs)."""
+
+
+def with_data_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill each flag of DIGITS_DEFAULTS / TOY_DEFAULTS left unset (None) with its value for --data."""
+    for name, value in (DIGITS_DEFAULTS if args.data == experiment.DIGITS else TOY_DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:

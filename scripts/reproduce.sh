@@ -6,12 +6,15 @@ cd "$(dirname "$0")/.."
 python recipes/fm.py --out runs/fm
 python recipes/fm.py --data checkerboard --out runs/fm_checkerboard
 python recipes/meanflow.py --out runs/meanflow
-for p in 0 0.5; do python recipes/meanflow.py --p $p --out runs/meanflow_p$p; done
-python recipes/meanflow.py --lr-decay 0.3 --out runs/meanflow_lr_decay
-python recipes/meanflow.py --steps 4000 --equal-fraction 0.25 --out runs/meanflow_4k_equal0.25
-for u in 0.5 1; do python recipes/meanflow.py --steps 4000 --uniform-fraction $u --out runs/meanflow_4k_uniform$u; done
-python recipes/meanflow.py --fourier-features 64 --fourier-scale 1 --out runs/meanflow_fourier64
-python recipes/meanflow.py --p 0 --uniform-fraction 1 --lr-decay 0.3 --out runs/meanflow_p0_uniform1_lr_decay
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --out runs/meanflow_p1
+for p in 0 0.5; do python recipes/meanflow.py --p $p --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --out runs/meanflow_p$p; done
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0.3 --fourier-features 0 --out runs/meanflow_lr_decay
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 4000 --equal-fraction 0.25 --out runs/meanflow_4k_equal0.25
+for u in 0.5 1; do python recipes/meanflow.py --p 1 --lr-decay 0 --fourier-features 0 --steps 4000 --uniform-fraction $u --out runs/meanflow_4k_uniform$u; done
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 64 --fourier-scale 1 --out runs/meanflow_fourier64
+python recipes/meanflow.py --fourier-features 0 --out runs/meanflow_p0_uniform1_lr_decay
+python recipes/meanflow.py --seed 1 --out runs/meanflow_seed1
+python recipes/meanflow.py --fourier-features 0 --equal-fraction 0.5 --out runs/meanflow_p0_uniform1_lr_decay_equal0.5
 python recipes/pmf.py --out runs/pmf
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf runs/pmf_w$w && python recipes/pmf.py --out runs/pmf_w$w --resume --omega $w; done
 python recipes/pmf.py --p 1 --out runs/pmf_adaptive

@@ -62,8 +62,16 @@ RUNS = {
     # DMF with a decaying learning rate; FreeFlow for 4000 steps with a decaying learning rate (p = 1 and p = 0.5), and at lr 3e-4
     "dmf_lr_decay (comparison)": ROOT / "runs/dmf_lr_decay/metrics.json",
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("freeflow_4k_lr_decay", "freeflow_4k_p0.5_lr_decay", "freeflow_lr3e-4_lr_decay")},
-    # MeanFlow on the checkerboard on 64 random Fourier features of its input (--fourier-features 64), and with p = 0, all times uniform and lr decay
-    **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_fourier64", "meanflow_p0_uniform1_lr_decay")},
+    # MeanFlow on the checkerboard with the paper's settings, the 2D defaults before they changed (--p 1 --uniform-fraction 0 --lr-decay 0
+    # --fourier-features 0); those settings on 64 random Fourier features of the input; the 2D defaults without the Fourier features,
+    # and also with s = t on half the rows; the 2D defaults on seed 1 (the default run, runs/meanflow, is seed 0: that run was made with
+    # the 2D defaults' flags before they became the defaults)
+    **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "meanflow_p1", "meanflow_fourier64", "meanflow_p0_uniform1_lr_decay", "meanflow_p0_uniform1_lr_decay_equal0.5", "meanflow_seed1")},
+    # Latent Forcing's cascaded k = 4 run re-evaluated with 60 sampling steps (30 per phase) instead of 20
+    "latent_forcing_k4_ode60 (re-evaluated)": ROOT / "runs/latent_forcing_k4_ode60/metrics.json",
+    # Meta Flow Maps on 64 random Fourier features of the input
+    "metaflow_fourier64 (comparison)": ROOT / "runs/metaflow_fourier64/metrics.json",
     # pMF's default weights sampled at other guidance scales (--resume --omega W)
     **{f"pmf_w{w} (re-evaluated)": ROOT / f"runs/pmf_w{w}/metrics.json" for w in ("1.25", "1.5")},
     # pMF with iMF's adaptive weight (p = 1) at omega 1 and at the paper's sampling omega 1.5
@@ -409,7 +417,7 @@ def section() -> str:
     sources = list(RUNS.values()) + list(STUDIES.values()) + list(BENCHES.values())
     parts = ["Sources (each also archived under `results/`): " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if _exists(p)), ""]
     parts += ["### Bars", ""] + bar_lines(runs, benches) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
-              "Train time is the wall clock the run measured. The meanflow (checkerboard) and dmf default runs used 2 threads; all others "
+              "Train time is the wall clock the run measured. The dmf default run used 2 threads; all others "
               "(the other default runs and every comparison run) ran at one thread (`OMP_NUM_THREADS=1 taskset -c N`) beside other jobs, "
               "so their times overstate a 2-core run.", ""] + run_table(runs)
     for recipe, key, label in (("pmf", "fd", "FD"), ("meanflow", "sw2", "sliced W2")):

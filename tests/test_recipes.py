@@ -28,6 +28,18 @@ def test_smoke_writes_every_output(name, extra, tmp_path):
         assert all(v == v for v in row.values())  # no NaN metric
 
 
+def test_meanflow_defaults_follow_the_data_and_yield_to_flags():
+    """digits: the paper's p = 1, logit-normal times, constant lr, raw input; 2D: p = 0, uniform times, lr decay 0.3,
+    64 Fourier features; a flag wins."""
+    mf = load_recipe("meanflow")
+    pick = lambda a: (a.p, a.uniform_fraction, a.lr_decay, a.fourier_features)  # noqa: E731
+    assert pick(mf.parse(["--data", "digits"])) == pick(mf.parse(["--data", "digits", "--model", "dit"])) == (1.0, 0.0, 0.0, 0)
+    assert pick(mf.parse([])) == pick(mf.parse(["--data", "moons"])) == (0.0, 1.0, 0.3, 64)
+    assert pick(mf.parse(["--p", "1", "--lr-decay", "0", "--fourier-features", "0"])) == (1.0, 1.0, 0.0, 0)
+    with pytest.raises(SystemExit, match="--uniform-fraction"):
+        mf.parse(["--uniform-fraction", "2"])
+
+
 @pytest.mark.parametrize("name", RECIPES)
 def test_help_lists_flags(name):
     assert_help_lists(name, "--smoke", "--resume", "--out")
