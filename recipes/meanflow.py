@@ -13,9 +13,10 @@ t, s sorted with s = t on 75% of the rows (the ImageNet config). Defaults per da
 On 2D the paper's p = 1 biases the field: its gradient is that of log(L + c) per row, a robust
 (Cauchy-type) regression that seeks a mode of the noisy conditional velocity instead of its mean. With
 many dimensions each row's L concentrates near its mean and the weight is nearly a constant; with 2 it
-does not. Checkerboard sliced W2 of 100 Euler steps on u(z, t, t): 0.20 at p = 1, 0.046 at p = 0. 1-NFE
-sliced W2: 0.114 with the paper's settings, 0.069 with p = 0, uniform times and lr decay, 0.064 with the
-Fourier features too (README rows meanflow_p1, meanflow_p0_uniform1_lr_decay, meanflow (checkerboard)). On digits the target carries training-time
+does not. Checkerboard sliced W2 of 100 Euler steps on u(z, t, t): 0.18 to 0.23 in every p = 1 run,
+0.055 at p = 0 (FM's own: 0.053). 1-NFE sliced W2: 0.114 with the paper's settings, 0.069 with p = 0,
+uniform times and lr decay, 0.064 with the Fourier features too (README rows meanflow_p1,
+meanflow_p0_uniform1_lr_decay, meanflow (checkerboard)). On digits the target carries training-time
 CFG, v_g = omega v + kappa u(z,t,t|y) + (1 - omega - kappa) u(z,t,t|null) with 10% label dropout, so one
 network step is a guided sample. Sampling: z_s = z_t + (s - t) u on a uniform grid, 1, 2 and 4 NFE, and
 100 Euler steps on the diagonal u(z, t, t) (velocity_euler100).
