@@ -13,7 +13,7 @@ python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-fea
 for u in 0.5 1; do python recipes/meanflow.py --p 1 --lr-decay 0 --fourier-features 0 --steps 4000 --uniform-fraction $u --out runs/meanflow_4k_uniform$u; done
 python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 64 --fourier-scale 1 --out runs/meanflow_fourier64
 python recipes/meanflow.py --fourier-features 0 --out runs/meanflow_p0_uniform1_lr_decay
-python recipes/meanflow.py --seed 1 --out runs/meanflow_seed1
+for seed in 1 2; do python recipes/meanflow.py --seed $seed --out runs/meanflow_seed$seed; done
 python recipes/meanflow.py --fourier-features 0 --equal-fraction 0.5 --out runs/meanflow_p0_uniform1_lr_decay_equal0.5
 python recipes/pmf.py --out runs/pmf
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf runs/pmf_w$w && python recipes/pmf.py --out runs/pmf_w$w --resume --omega $w; done
@@ -48,6 +48,7 @@ python recipes/freeflow.py --no-correction --out runs/freeflow_no_correction
 python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --out runs/freeflow_4k_lr_decay
 python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --p 0.5 --out runs/freeflow_4k_p0.5_lr_decay
 python recipes/freeflow.py --lr 3e-4 --lr-decay 0.3 --out runs/freeflow_lr3e-4_lr_decay
+python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --lr 1.5e-4 --out runs/freeflow_4k_lr1.5e-4_lr_decay
 python recipes/dmf.py --lr-decay 0.3 --out runs/dmf_lr_decay
 python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard
