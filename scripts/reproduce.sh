@@ -14,6 +14,7 @@ for u in 0.5 1; do python recipes/meanflow.py --p 1 --lr-decay 0 --fourier-featu
 python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 64 --fourier-scale 1 --out runs/meanflow_fourier64
 python recipes/meanflow.py --fourier-features 0 --out runs/meanflow_p0_uniform1_lr_decay
 for seed in 1 2; do python recipes/meanflow.py --seed $seed --out runs/meanflow_seed$seed; done
+OMP_NUM_THREADS=2 python recipes/meanflow.py --out runs/meanflow_2threads
 python recipes/meanflow.py --fourier-features 0 --equal-fraction 0.5 --out runs/meanflow_p0_uniform1_lr_decay_equal0.5
 python recipes/pmf.py --out runs/pmf
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf runs/pmf_w$w && python recipes/pmf.py --out runs/pmf_w$w --resume --omega $w; done

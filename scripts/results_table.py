@@ -69,6 +69,8 @@ RUNS = {
     # the 2D defaults' flags before they became the defaults)
     **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in (
         "meanflow_p1", "meanflow_fourier64", "meanflow_p0_uniform1_lr_decay", "meanflow_p0_uniform1_lr_decay_equal0.5", "meanflow_seed1", "meanflow_seed2")},
+    # the 2D defaults at two threads on an idle machine (the default run's wall clock at one thread shared the cores with other runs)
+    "meanflow_2threads (2D)": ROOT / "runs/meanflow_2threads/metrics.json",
     # Latent Forcing's cascaded k = 4 run re-evaluated with 60 sampling steps (30 per phase) instead of 20
     "latent_forcing_k4_ode60 (re-evaluated)": ROOT / "runs/latent_forcing_k4_ode60/metrics.json",
     # Meta Flow Maps on 64 random Fourier features of the input
