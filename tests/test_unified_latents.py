@@ -1,7 +1,7 @@
 """Unified Latents (flowcore.latents, recipes/unified_latents.py, scripts/unified_latents_sweep.py) against
 oracles: VP/log-SNR identities, fp64 finite differences, the Gaussian latent whose bitrate bound has a
-closed form, exact ancestral sampling of a Gaussian, and a short training whose reconstructions must
-depend on the latent."""
+closed form, exact ancestral sampling of a Gaussian, and a short training whose reconstructions of
+held-out digits must come from their latents."""
 
 from __future__ import annotations
 
@@ -162,44 +162,52 @@ def test_ancestral_sampling_of_a_gaussian_converges_to_the_exact_marginal():
 
 
 # ---------------------------------------------------------------- a short training: the decoder uses the latent
-def test_short_training_reconstructs_through_the_latent():
-    """Encoder + decoder (+ prior) trained jointly for 400 steps on 8 digits (loss factor 0.3, warmed up over
-    200 steps, as ``--loss-factor`` / ``--warmup-steps``): reconstructions from each image's own latent are
-    close (MSE < 0.35 against a data variance of about 0.6) and beat reconstructions from another image's
-    latent by a wide margin, so the decoder reads the image from the latent."""
+def test_short_training_reconstructs_held_out_digits_through_the_latent():
+    """Encoder + decoder (+ prior) trained jointly for 1000 steps of 128 on the 80 % training split (loss factor
+    0.3, warmed up over 200 steps, as ``--loss-factor`` / ``--warmup-steps``), then asked to reconstruct 32
+    held-out digits it never saw, by 50 ancestral decoder steps from each image's noise-free z_0.
+
+    Stated error: MSE < 0.25 against a held-out pixel variance of 0.58 (measured 0.173); reconstructions from
+    another image's latent must be at least twice as far (measured 0.518), so the decoder reads the unseen
+    image from the latent rather than producing a typical digit."""
     from flowcore import data
     from flowcore.nn import MLP, MLPConfig
     torch.manual_seed(0)
     recipe = _recipe()
-    x = data.load_digits()[0][:8].double()
-    enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.SiLU(), torch.nn.Linear(64, 4)).double()
-    dec = recipe.LatentConditioned(64, 4, 64, 2).double()
-    prior = MLP(MLPConfig(dim=4, width=32, depth=1)).double()
-    params = [*enc.parameters(), *dec.parameters(), *prior.parameters()]
-    opt = torch.optim.Adam(params, lr=3e-3)
+    (x_train, _), (x_held, _) = data.digits_train_heldout()
+    x, latent_dim, batch = x_held[:32], 8, 128
+    enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.SiLU(), torch.nn.Linear(64, latent_dim))
+    dec = recipe.LatentConditioned(64, latent_dim, 128, 2)
+    prior = MLP(MLPConfig(dim=latent_dim, width=32, depth=1))
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters(), *prior.parameters()], lr=3e-3)
     p_sched, d_sched = latents.prior_schedule(5.0), LogSNRSchedule(10.0, -10.0)
-    for step in range(400):
-        z = enc(x)
+    rows = torch.Generator().manual_seed(1)
+    for step in range(1000):
+        xb = x_train[torch.randint(0, x_train.shape[0], (batch,), generator=rows)]
+        z = enc(xb)
         z0 = latents.noisy_latent(z, torch.randn_like(z), p_sched)
-        t_z, t_x = torch.rand(8, dtype=torch.float64), torch.rand(8, dtype=torch.float64)
+        t_z, t_x = torch.rand(batch), torch.rand(batch)
         z_t = latents.diffuse(z, torch.randn_like(z), p_sched.lam(t_z))
         loss_z = latents.prior_loss(z, latents.x_from_v(z_t, prior(z_t, t_z, t_z), p_sched.lam(t_z)), t_z, p_sched)
-        x_t = latents.diffuse(x, torch.randn_like(x), d_sched.lam(t_x))
-        loss_x = latents.decoder_loss(x, latents.x_from_v(x_t, dec(x_t, t_x, z0), d_sched.lam(t_x)), t_x, d_sched, 2.0)
+        x_t = latents.diffuse(xb, torch.randn_like(xb), d_sched.lam(t_x))
+        loss_x = latents.decoder_loss(xb, latents.x_from_v(x_t, dec(x_t, t_x, z0), d_sched.lam(t_x)), t_x, d_sched, 2.0)
         opt.zero_grad()
         (0.3 * min(1.0, step / 200) * loss_z + loss_x).mean().backward()
         opt.step()
     with torch.no_grad():
-        z0 = latents.noisy_latent(enc(x), torch.zeros(8, 4, dtype=torch.float64), p_sched)
-        def recon(cond):
-            den = lambda xt, t: latents.x_from_v(xt, dec(xt, t, cond), d_sched.lam(t))
+        z0 = latents.noisy_latent(enc(x), torch.zeros(x.shape[0], latent_dim), p_sched)
+
+        def reconstruct(cond: torch.Tensor) -> torch.Tensor:
+            denoise = lambda xt, t: latents.x_from_v(xt, dec(xt, t, cond), d_sched.lam(t))
             g = torch.Generator().manual_seed(0)
-            xt = latents.ancestral_sample(den, torch.randn(x.shape, generator=g, dtype=torch.float64), torch.linspace(1, 0, 51, dtype=torch.float64), d_sched, g)
-            return den(xt, torch.zeros(8, dtype=torch.float64)).clamp(-1, 1)
-        own = (recon(z0) - x).pow(2).mean().item()
-        swapped = (recon(z0.roll(1, 0)) - x).pow(2).mean().item()
-    assert own < 0.35, own
-    assert swapped > 1.6 * own, (own, swapped)
+            xt = latents.ancestral_sample(denoise, torch.randn(x.shape, generator=g), torch.linspace(1, 0, 51), d_sched, g)
+            return denoise(xt, torch.zeros(x.shape[0])).clamp(-1, 1)
+
+        own = (reconstruct(z0) - x).pow(2).mean().item()
+        swapped = (reconstruct(z0.roll(1, 0)) - x).pow(2).mean().item()
+    assert x.var().item() == pytest.approx(0.576, abs=0.01)
+    assert own < 0.25, own
+    assert swapped > 2 * own, (own, swapped)
 
 
 # ---------------------------------------------------------------- the recipe
@@ -257,3 +265,4 @@ def test_sweep_bits_fall_as_the_latent_noise_rises(tmp_path):
     assert bits[0] < bits[1] < bits[2], bits  # more noise (smaller lambda_0) -> fewer bits
     psnr = [r["recon_psnr"] for r in sorted(rows, key=lambda r: r["lambda0"])]
     assert psnr[0] < psnr[2], psnr  # and coarser reconstructions
+    assert min(psnr) > 16, psnr  # held-out reconstructions, MSE < 0.1 (measured 17.7 / 20.7 / 22.1 dB)
