@@ -14,9 +14,17 @@ On 2D the paper's p = 1 biases the field: its gradient is that of log(L + c) per
 (Cauchy-type) regression that seeks a mode of the noisy conditional velocity instead of its mean. With
 many dimensions each row's L concentrates near its mean and the weight is nearly a constant; with 2 it
 does not. Checkerboard sliced W2 of 100 Euler steps on u(z, t, t): 0.18 to 0.23 in every p = 1 run,
-0.055 at p = 0 (FM's own: 0.053). 1-NFE sliced W2: 0.114 with the paper's settings, 0.069 with p = 0,
-uniform times and lr decay, 0.064 with the Fourier features too (README rows meanflow_p1,
-meanflow_p0_uniform1_lr_decay, meanflow (checkerboard)). On digits the target carries training-time
+0.055 at p = 0 (FM's own: 0.053). 1-NFE sliced W2 at 12000 steps: 0.114 with the paper's settings, 0.069
+with p = 0, uniform times and lr decay, 0.064 with the Fourier features too (README rows meanflow_p1,
+meanflow_p0_uniform1_lr_decay, meanflow_12k).
+
+12000 steps by default, with the JVP and the loss compiled (--compile, on for 2D): forward-mode AD costs
+each small op of the width-256 MLP a fixed overhead, so an eager JVP step takes 68 ms on 2 threads and a
+compiled one 39 ms (bench/compiled_step.py; compiling once takes 7 to 21 s). Not compiled, the 10-minute budget held 8000 steps;
+compiled, 15000 steps took 10.3 min. The 1-NFE map is the slow part and varies from run to run: 1-NFE SW2
+on seeds 0 / 1 / 2 was 0.089 / 0.086 / 0.099 at 8000 steps and 0.064 / 0.079 / 0.070 at 12000 (floor
+0.033 / 0.034 / 0.029; 0.065 on seed 0 at 15000), and 0.073 / 0.074 / 0.083 with the compiled default,
+while 4 NFE and the diagonal velocity are near FM's 0.053 in most runs (README, MeanFlow rows). On digits the target carries training-time
 CFG, v_g = omega v + kappa u(z,t,t|y) + (1 - omega - kappa) u(z,t,t|null) with 10% label dropout, so one
 network step is a guided sample. Sampling: z_s = z_t + (s - t) u on a uniform grid, 1, 2 and 4 NFE, and
 100 Euler steps on the diagonal u(z, t, t) (velocity_euler100).
@@ -45,6 +53,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--equal-fraction", type=float, default=0.75, help="fraction of rows with s = t (default: %(default)s)")
     p.add_argument("--uniform-fraction", type=float, default=None,
                    help="fraction of times drawn uniformly instead of logit-normal(-0.4, 1) (default: 0 on digits, 1 on 2D)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the derivative and the loss (default: on for 2D, off on digits and with --smoke)")
     experiment.add_meanflow_loss_args(p)
     p.set_defaults(p=None, lr_decay=None, fourier_features=None)
     per_data_help = {"p": "adaptive-weight power (default: 1 on digits, the paper's; 0 on 2D)",
@@ -55,13 +65,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return experiment.finalize_args(with_data_defaults(p.parse_args(argv)))
 
 
-DIGITS_DEFAULTS = {"p": 1.0, "uniform_fraction": 0.0, "lr_decay": 0.0, "fourier_features": 0}
-TOY_DEFAULTS = {"p": 0.0, "uniform_fraction": 1.0, "lr_decay": 0.3, "fourier_features": 64}
+DIGITS_DEFAULTS = {"p": 1.0, "uniform_fraction": 0.0, "lr_decay": 0.0, "fourier_features": 0, "compile": False}
+TOY_DEFAULTS = {"p": 0.0, "uniform_fraction": 1.0, "lr_decay": 0.3, "fourier_features": 64, "compile": True}
 """The flags whose default depends on --data (see the module docstring for why 2D differs)."""
 
 
 def with_data_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill each flag of DIGITS_DEFAULTS / TOY_DEFAULTS left unset (None) with its value for --data."""
+    """Fill each flag of DIGITS_DEFAULTS / TOY_DEFAULTS left unset (None) with its value for --data
+    (--smoke leaves --compile off: compiling takes longer than a smoke run)."""
+    if args.smoke and args.compile is None:
+        args.compile = False
     for name, value in (DIGITS_DEFAULTS if args.data == experiment.DIGITS else TOY_DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -78,6 +91,16 @@ def main(argv: list[str] | None = None) -> dict:
         t_dist = Mixture((t_dist, Uniform()), (1 - args.uniform_fraction, args.uniform_fraction))
     path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
 
+    def meanflow_regression(z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, v: torch.Tensor,
+                            y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean_B w ||u - sg(u_tgt)||^2, per-row ||u - sg(u_tgt)||^2), u_tgt = v - (t - s) du/dt."""
+        u, du_dt = derivative(lambda z_, t_: net(z_, t_, s, y), (z, t), (v, torch.ones_like(t)))
+        u_tgt = targets.meanflow_target(v, t, s, du_dt).detach()
+        per_sample = losses.squared_error(u, u_tgt, losses.Reduce.SUM)
+        return losses.adaptively_weighted(per_sample, args.p, args.c).mean(), per_sample
+
+    regression = torch.compile(meanflow_regression) if args.compile else meanflow_regression
+
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = source.batch(args.batch // dist.world_size)
         t, s = sample_pairs(x.shape[0], t_dist, equal_fraction=args.equal_fraction)
@@ -85,10 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         if y is not None:
             y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
             v = guidance.meanflow_training_velocity(net, z, t, v, y, dropped, source.null_class, args.omega, args.kappa)
-        u, du_dt = derivative(lambda z_, t_: net(z_, t_, s, y), (z, t), (v, torch.ones_like(t)))
-        u_tgt = targets.meanflow_target(v, t, s, du_dt).detach()
-        per_sample = losses.squared_error(u, u_tgt, losses.Reduce.SUM)
-        loss = losses.adaptively_weighted(per_sample, args.p, args.c).mean()
+        loss, per_sample = regression(z, t, s, v, y)
         return loss, {"loss": loss.item(), "mse": per_sample.mean().item()}
 
     history, train_seconds = experiment.run_training(args, run, loss_fn, optimizer, "meanflow")

@@ -5,17 +5,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python recipes/fm.py --out runs/fm
 python recipes/fm.py --data checkerboard --out runs/fm_checkerboard
-python recipes/meanflow.py --out runs/meanflow
-python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --out runs/meanflow_p1
-for p in 0 0.5; do python recipes/meanflow.py --p $p --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --out runs/meanflow_p$p; done
-python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0.3 --fourier-features 0 --out runs/meanflow_lr_decay
-python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 4000 --equal-fraction 0.25 --out runs/meanflow_4k_equal0.25
-for u in 0.5 1; do python recipes/meanflow.py --p 1 --lr-decay 0 --fourier-features 0 --steps 4000 --uniform-fraction $u --out runs/meanflow_4k_uniform$u; done
-python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 64 --fourier-scale 1 --out runs/meanflow_fourier64
-python recipes/meanflow.py --fourier-features 0 --out runs/meanflow_p0_uniform1_lr_decay
+OMP_NUM_THREADS=2 python recipes/meanflow.py --out runs/meanflow
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 12000 --no-compile --out runs/meanflow_p1
+for p in 0 0.5; do python recipes/meanflow.py --p $p --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 12000 --no-compile --out runs/meanflow_p$p; done
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0.3 --fourier-features 0 --steps 12000 --no-compile --out runs/meanflow_lr_decay
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 4000 --equal-fraction 0.25 --no-compile --out runs/meanflow_4k_equal0.25
+for u in 0.5 1; do python recipes/meanflow.py --p 1 --lr-decay 0 --fourier-features 0 --steps 4000 --uniform-fraction $u --no-compile --out runs/meanflow_4k_uniform$u; done
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 64 --fourier-scale 1 --steps 12000 --no-compile --out runs/meanflow_fourier64
+python recipes/meanflow.py --fourier-features 0 --steps 12000 --no-compile --out runs/meanflow_p0_uniform1_lr_decay
+OMP_NUM_THREADS=2 python recipes/meanflow.py --steps 8000 --no-compile --out runs/meanflow_8k
+for seed in 1 2; do python recipes/meanflow.py --steps 8000 --no-compile --seed $seed --out runs/meanflow_8k_seed$seed; done
 for seed in 1 2; do python recipes/meanflow.py --seed $seed --out runs/meanflow_seed$seed; done
-OMP_NUM_THREADS=2 python recipes/meanflow.py --out runs/meanflow_2threads
-python recipes/meanflow.py --fourier-features 0 --equal-fraction 0.5 --out runs/meanflow_p0_uniform1_lr_decay_equal0.5
+OMP_NUM_THREADS=2 python recipes/meanflow.py --steps 12000 --no-compile --out runs/meanflow_12k
+OMP_NUM_THREADS=2 python recipes/meanflow.py --steps 15000 --out runs/meanflow_15k
+for seed in 1 2; do python recipes/meanflow.py --steps 12000 --seed $seed --no-compile --out runs/meanflow_12k_seed$seed; done
+python recipes/meanflow.py --seed 1 --equal-fraction 0.5 --steps 8000 --no-compile --out runs/meanflow_seed1_equal0.5
+python recipes/meanflow.py --seed 1 --equal-fraction 0.25 --steps 8000 --no-compile --out runs/meanflow_seed1_equal0.25
+python recipes/meanflow.py --seed 1 --lr 2e-3 --steps 8000 --no-compile --out runs/meanflow_seed1_lr2e-3
+python recipes/meanflow.py --seed 1 --ema 0.9995 --steps 8000 --no-compile --out runs/meanflow_seed1_ema0.9995
+python recipes/meanflow.py --seed 1 --p 0.5 --steps 8000 --no-compile --out runs/meanflow_seed1_p0.5
+python recipes/meanflow.py --seed 1 --derivative fd --steps 12000 --no-compile --out runs/meanflow_seed1_fd_12k
+python recipes/meanflow.py --seed 1 --derivative fd --width 128 --steps 20000 --no-compile --out runs/meanflow_seed1_fd_w128_20k
+python recipes/meanflow.py --fourier-features 0 --equal-fraction 0.5 --steps 12000 --no-compile --out runs/meanflow_p0_uniform1_lr_decay_equal0.5
 python recipes/pmf.py --out runs/pmf
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf runs/pmf_w$w && python recipes/pmf.py --out runs/pmf_w$w --resume --omega $w; done
 python recipes/pmf.py --p 1 --out runs/pmf_adaptive
@@ -71,6 +82,7 @@ python recipes/latent_forcing.py --latent-channels 2 --out runs/latent_forcing_k
 python bench/step_cost.py --json bench/out/step_cost.json
 python bench/jvp_attention.py --json bench/out/jvp_attention.json
 python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json
+OMP_NUM_THREADS=2 python bench/compiled_step.py --json bench/out/compiled_step.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json
 fi

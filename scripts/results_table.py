@@ -65,12 +65,15 @@ RUNS = {
         "freeflow_4k_lr_decay", "freeflow_4k_p0.5_lr_decay", "freeflow_4k_lr1.5e-4_lr_decay", "freeflow_lr3e-4_lr_decay")},
     # MeanFlow on the checkerboard with the paper's settings, the 2D defaults before they changed (--p 1 --uniform-fraction 0 --lr-decay 0
     # --fourier-features 0); those settings on 64 random Fourier features of the input; the 2D defaults without the Fourier features,
-    # and also with s = t on half the rows; the 2D defaults on seeds 1 and 2 (the default run, runs/meanflow, is seed 0: that run was made with
-    # the 2D defaults' flags before they became the defaults)
+    # and also with s = t on half the rows (these at 12000 steps, not compiled); the 2D defaults on seeds 1 and 2 (the default run,
+    # runs/meanflow, is seed 0); the 2D defaults not compiled, for 8000 and for 12000 steps, on seeds 0, 1 and 2; compiled for 15000 steps
     **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in (
-        "meanflow_p1", "meanflow_fourier64", "meanflow_p0_uniform1_lr_decay", "meanflow_p0_uniform1_lr_decay_equal0.5", "meanflow_seed1", "meanflow_seed2")},
-    # the 2D defaults at two threads on an idle machine (the default run's wall clock at one thread shared the cores with other runs)
-    "meanflow_2threads (2D)": ROOT / "runs/meanflow_2threads/metrics.json",
+        "meanflow_p1", "meanflow_fourier64", "meanflow_p0_uniform1_lr_decay", "meanflow_p0_uniform1_lr_decay_equal0.5", "meanflow_seed1", "meanflow_seed2",
+        "meanflow_8k", "meanflow_8k_seed1", "meanflow_8k_seed2", "meanflow_12k", "meanflow_12k_seed1", "meanflow_12k_seed2", "meanflow_15k")},
+    # seed 1 of the 2D defaults at 8000 steps, not compiled, with one change each: s = t on 50 % / 25 % of the rows, lr 2e-3, evaluated
+    # EMA 0.9995, p = 0.5, the finite-difference derivative at 12000 steps, and the finite difference on a width-128 MLP for 20000 steps
+    **{f"meanflow_seed1_{r} (2D)": ROOT / f"runs/meanflow_seed1_{r}/metrics.json" for r in (
+        "equal0.5", "equal0.25", "lr2e-3", "ema0.9995", "p0.5", "fd_12k", "fd_w128_20k")},
     # Latent Forcing's cascaded k = 4 run re-evaluated with 60 sampling steps (30 per phase) instead of 20
     "latent_forcing_k4_ode60 (re-evaluated)": ROOT / "runs/latent_forcing_k4_ode60/metrics.json",
     # Meta Flow Maps on 64 random Fourier features of the input
@@ -94,6 +97,7 @@ BENCHES = {
     "fm_vs_peers": ROOT / "bench/out/fm_vs_peers.json",
     "jvp_attention": ROOT / "bench/out/jvp_attention.json",
     "recipe_step_cost": ROOT / "bench/out/recipe_step_cost.json",
+    "compiled_step": ROOT / "bench/out/compiled_step.json",
 }
 
 
@@ -158,11 +162,13 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
         row("MeanFlow 1-NFE SW2 / FM 100-step SW2 (checkerboard)", one / teacher, "<= 1.5", one / teacher <= 1.5)
         floor = mf["results"]["floor"]["sw2"]
         row("MeanFlow 1-NFE SW2 / data floor (checkerboard)", one / floor, "<= 2", one / floor <= 2)
-        for seed in (1, 2):  # the same defaults on other seeds
-            if other := runs.get(f"meanflow_seed{seed} (2D)"):
+        for name, label in (("meanflow_seed1", "seed 1"), ("meanflow_seed2", "seed 2"),
+                            *((f"meanflow_{k}k" + (f"_seed{seed}" if seed else ""), f"{k}000 steps not compiled" + (f", seed {seed}" if seed else ""))
+                              for k in (8, 12) for seed in (0, 1, 2))):
+            if other := runs.get(f"{name} (2D)"):  # the same defaults on other seeds, and not compiled: 8000 steps (9.4 min), 12000 (12.8 min)
                 one, floor = other["results"]["1nfe"]["sw2"], other["results"]["floor"]["sw2"]
-                row(f"MeanFlow 1-NFE SW2 / FM 100-step SW2 (checkerboard, seed {seed})", one / teacher, "<= 1.5", one / teacher <= 1.5)
-                row(f"MeanFlow 1-NFE SW2 / data floor (checkerboard, seed {seed})", one / floor, "<= 2", one / floor <= 2)
+                row(f"MeanFlow 1-NFE SW2 / FM 100-step SW2 (checkerboard, {label})", one / teacher, "<= 1.5", one / teacher <= 1.5)
+                row(f"MeanFlow 1-NFE SW2 / data floor (checkerboard, {label})", one / floor, "<= 2", one / floor <= 2)
     fm, pmf = runs.get("fm (digits)"), runs.get("pmf (digits)")
     if fm and pmf:
         teacher = best(fm["results"], ["euler50", "heun50"], "fd")
@@ -206,6 +212,10 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
             if "ratio_fused" in r and "256" in r["model"]:
                 v = r["ratio_fused"] / r["ratio_jvp"]
                 row(f"MeanFlow step with fused / with math JVP, {r['model']}", v, "< 1", v < 1)
+    if cs := benches.get("compiled_step"):  # bench/compiled_step.py: the 2D MeanFlow recipe's --compile
+        what = f"{cs['model']}, batch {cs['batch']}, {cs['threads']} threads"
+        out.append(f"| MeanFlow step, JVP compiled / eager, {what} (compiling: {cs['compile_seconds']:.0f} s once) | {_fmt(cs['compiled_over_eager'])} | reported | - |")
+        out.append(f"| MeanFlow step / FM step (eager), {what}: eager JVP / compiled JVP | {_fmt(cs['eager_over_fm'])} / {_fmt(cs['compiled_over_fm'])} | reported | - |")
     att = benches.get("jvp_attention")
     if att:
         t, mem = att["times_ms"], att["extra_memory_bytes"]
@@ -425,14 +435,15 @@ def section() -> str:
     sources = list(RUNS.values()) + list(STUDIES.values()) + list(BENCHES.values())
     parts = ["Sources (each also archived under `results/`): " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if _exists(p)), ""]
     parts += ["### Bars", ""] + bar_lines(runs, benches) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
-              "Train time is the wall clock the run measured. The dmf default run used 2 threads; all others "
+              "Train time is the wall clock the run measured. The dmf and meanflow default runs used 2 threads (meanflow on an otherwise idle machine); all others "
               "(the other default runs and every comparison run) ran at one thread (`OMP_NUM_THREADS=1 taskset -c N`) beside other jobs, "
               "so their times overstate a 2-core run.", ""] + run_table(runs)
     for recipe, key, label in (("pmf", "fd", "FD"), ("meanflow", "sw2", "sliced W2")):
         budget = _load(ROOT / f"runs/{recipe}_budget/quality_vs_time.json")
         if not budget:
             continue
-        parts += ["", f"### {recipe} quality vs training time (`scripts/quality_vs_time.py {recipe}`: one run continued by --resume; "
+        how = "one run continued by --resume" if budget.get("resumed", True) else "one run from scratch per budget (the default decays its learning rate over the run's end)"
+        parts += ["", f"### {recipe} quality vs training time (`scripts/quality_vs_time.py {recipe}`: {how}; "
                   "budget minutes = steps at the default run's measured rate on 2 threads)", "",
                   f"| budget minutes | steps | 1-NFE {label} | 2-NFE {label} | 4-NFE {label} | data floor |", "|---|---|---|---|---|---|"]
         for r in budget["rows"]:
