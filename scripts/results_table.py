@@ -162,10 +162,12 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
         row("MeanFlow 1-NFE SW2 / FM 100-step SW2 (checkerboard)", one / teacher, "<= 1.5", one / teacher <= 1.5)
         floor = mf["results"]["floor"]["sw2"]
         row("MeanFlow 1-NFE SW2 / data floor (checkerboard)", one / floor, "<= 2", one / floor <= 2)
-        for name, label in (("meanflow_seed1", "seed 1"), ("meanflow_seed2", "seed 2"),
-                            *((f"meanflow_{k}k" + (f"_seed{seed}" if seed else ""), f"{k}000 steps not compiled" + (f", seed {seed}" if seed else ""))
-                              for k in (8, 12) for seed in (0, 1, 2))):
-            if other := runs.get(f"{name} (2D)"):  # the same defaults on other seeds, and not compiled: 8000 steps (9.4 min), 12000 (12.8 min)
+        others = [("meanflow_seed1", "seed 1"), ("meanflow_seed2", "seed 2")]  # the same defaults on other seeds, then not compiled
+        for steps in (8, 12):  # 8000 steps: 9.4 min; 12000: 12.8 min
+            others += [(f"meanflow_{steps}k", f"{steps}000 steps not compiled")]
+            others += [(f"meanflow_{steps}k_seed{seed}", f"{steps}000 steps not compiled, seed {seed}") for seed in (1, 2)]
+        for name, label in others:
+            if other := runs.get(f"{name} (2D)"):
                 one, floor = other["results"]["1nfe"]["sw2"], other["results"]["floor"]["sw2"]
                 row(f"MeanFlow 1-NFE SW2 / FM 100-step SW2 (checkerboard, {label})", one / teacher, "<= 1.5", one / teacher <= 1.5)
                 row(f"MeanFlow 1-NFE SW2 / data floor (checkerboard, {label})", one / floor, "<= 2", one / floor <= 2)
