@@ -20,11 +20,16 @@ meanflow_p0_uniform1_lr_decay, meanflow_12k).
 
 12000 steps by default, with the JVP and the loss compiled (--compile, on for 2D): forward-mode AD costs
 each small op of the width-256 MLP a fixed overhead, so an eager JVP step takes 68 ms on 2 threads and a
-compiled one 39 ms (bench/compiled_step.py; compiling once takes 7 to 21 s). Not compiled, the 10-minute budget held 8000 steps;
+compiled one 39 ms (bench/compiled_step.py; compiling once takes 7 to 21 s). The digits recipes' width-512
+MLP is compute-bound and gains nothing (1.00x; bench/compiled_step.py --data digits), so --compile is off there. Not compiled, the 10-minute budget held 8000 steps;
 compiled, 15000 steps took 10.3 min. The 1-NFE map is the slow part and varies from run to run: 1-NFE SW2
 on seeds 0 / 1 / 2 was 0.089 / 0.086 / 0.099 at 8000 steps and 0.064 / 0.079 / 0.070 at 12000 (floor
 0.033 / 0.034 / 0.029; 0.065 on seed 0 at 15000), and 0.073 / 0.074 / 0.083 with the compiled default,
-while 4 NFE and the diagonal velocity are near FM's 0.053 in most runs (README, MeanFlow rows). On digits the target carries training-time
+while 4 NFE and the diagonal velocity are near FM's 0.053 in most runs (README, MeanFlow rows). The 1-NFE
+error grows into the Gaussian's tail: its mean distance to the FM teacher's ODE map from the same noise is
+0.09 to 0.16 where ||eps|| < 2 (4 NFE: 0.09 to 0.11) and 0.36 to 0.38 beyond 2.5 (4 NFE: 0.17 to 0.19) on
+seeds 0 to 2 (scripts/flow_map_error.py), and the tail piles up on the outer squares' rims. Batch 512 for 8000 steps, the
+same wall clock, and Fourier scale 2 did not help (README rows meanflow_b512_8k_seed*, meanflow_seed1_fourier_scale2). On digits the target carries training-time
 CFG, v_g = omega v + kappa u(z,t,t|y) + (1 - omega - kappa) u(z,t,t|null) with 10% label dropout, so one
 network step is a guided sample. Sampling: z_s = z_t + (s - t) u on a uniform grid, 1, 2 and 4 NFE, and
 100 Euler steps on the diagonal u(z, t, t) (velocity_euler100).

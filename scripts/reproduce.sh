@@ -27,12 +27,19 @@ python recipes/meanflow.py --seed 1 --p 0.5 --steps 8000 --no-compile --out runs
 python recipes/meanflow.py --seed 1 --derivative fd --steps 12000 --no-compile --out runs/meanflow_seed1_fd_12k
 python recipes/meanflow.py --seed 1 --derivative fd --width 128 --steps 20000 --no-compile --out runs/meanflow_seed1_fd_w128_20k
 python recipes/meanflow.py --fourier-features 0 --equal-fraction 0.5 --steps 12000 --no-compile --out runs/meanflow_p0_uniform1_lr_decay_equal0.5
+python scripts/flow_map_error.py runs/meanflow runs/meanflow_seed1 runs/meanflow_seed2 --json runs/flow_map_error.json
+for seed in 0 1; do python recipes/meanflow.py --batch 512 --steps 8000 --seed $seed --out runs/meanflow_b512_8k_seed$seed; done
+python recipes/meanflow.py --seed 1 --fourier-scale 2 --out runs/meanflow_seed1_fourier_scale2
+python recipes/uaimf.py --ema 0.9995 --out runs/uaimf_ema0.9995
+python recipes/alphaflow.py --omega 1 --kappa 0 --ema 0.9995 --out runs/alphaflow_no_cfg_ema0.9995
 python recipes/pmf.py --out runs/pmf
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf runs/pmf_w$w && python recipes/pmf.py --out runs/pmf_w$w --resume --omega $w; done
 python recipes/pmf.py --p 1 --out runs/pmf_adaptive
 rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
 # comparison runs behind the README's paper-claims table
+python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper
+for seed in 1 2; do python recipes/uaimf.py --seed $seed --out runs/uaimf_seed$seed; done
 rm -rf runs/imf_w1.5 && cp -r runs/imf runs/imf_w1.5 && python recipes/imf.py --out runs/imf_w1.5 --resume --omega 1.5
 python recipes/imf.py --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
 python recipes/imf.py --lr-decay 0.3 --out runs/imf_lr_decay
@@ -41,10 +48,14 @@ python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/mea
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --lr-decay 0.3 --out runs/meanflow_digits_no_cfg_lr_decay
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --out runs/meanflow_digits_p0.5_lr_decay_no_cfg
-for r in alphaflow uaimf; do python recipes/$r.py --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --out runs/${r}_p0.5_lr_decay_no_cfg; done
-for r in alphaflow uaimf; do python recipes/$r.py --omega 1 --kappa 0 --out runs/${r}_no_cfg; done
-python recipes/uaimf.py --p 0 --out runs/uaimf_p0
-python recipes/uaimf.py --p 0 --omega 1 --kappa 0 --out runs/uaimf_p0_no_cfg
+python recipes/alphaflow.py --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --out runs/alphaflow_p0.5_lr_decay_no_cfg
+python recipes/uaimf.py --acceleration min_snr --out runs/uaimf_min_snr
+for seed in 1 2; do python recipes/uaimf.py --acceleration min_snr --seed $seed --out runs/uaimf_min_snr_seed$seed; done
+python recipes/alphaflow.py --omega 1 --kappa 0 --out runs/alphaflow_no_cfg
+python recipes/alphaflow.py --omega 1 --kappa 0 --seed 1 --out runs/alphaflow_no_cfg_seed1
+python recipes/uaimf.py --p 1 --lr-decay 0 --out runs/uaimf_no_cfg
+python recipes/uaimf.py --p 0 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_p0
+python recipes/uaimf.py --p 0 --lr-decay 0 --out runs/uaimf_p0_no_cfg
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0 --omega 1 --kappa 0 --out runs/meanflow_digits_p0_no_cfg
 python recipes/tvm.py --no-cfg-weight --out runs/tvm_no_cfg_weight
 python recipes/tvm.py --cfg 1.5 --out runs/tvm_cfg1.5
@@ -83,6 +94,7 @@ python bench/step_cost.py --json bench/out/step_cost.json
 python bench/jvp_attention.py --json bench/out/jvp_attention.json
 python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --json bench/out/compiled_step.json
+OMP_NUM_THREADS=2 python bench/compiled_step.py --data digits --json bench/out/compiled_step_digits.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json
 fi

@@ -40,7 +40,8 @@ RUNS = {
     "imf_adaptive_lr_decay (comparison)": ROOT / "runs/imf_adaptive_lr_decay/metrics.json",
     # iMF's defaults with a decaying learning rate (--lr-decay 0.3, as pmf)
     "imf_lr_decay (comparison)": ROOT / "runs/imf_lr_decay/metrics.json",
-    # MeanFlow, AlphaFlow and UAIMF on digits without training-time CFG (--omega 1 --kappa 0)
+    # MeanFlow, AlphaFlow and UAIMF on digits without training-time CFG (--omega 1 --kappa 0); the UAIMF runs here and in the next
+    # entry have p = 1 (or 0, as named) and a constant learning rate, uaimf.py's defaults until they changed
     **{f"{r}_no_cfg (comparison)": ROOT / f"runs/{r}_no_cfg/metrics.json" for r in ("meanflow_digits", "alphaflow", "uaimf")},
     # the plain squared error (--p 0) on the single-head MeanFlow recipes, with and without training-time CFG
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("uaimf_p0", "uaimf_p0_no_cfg", "meanflow_digits_p0_no_cfg")},
@@ -53,7 +54,7 @@ RUNS = {
     # MeanFlow on digits without training-time CFG, with a decaying learning rate (--lr-decay 0.3)
     "meanflow_digits_no_cfg_lr_decay (comparison)": ROOT / "runs/meanflow_digits_no_cfg_lr_decay/metrics.json",
     # MeanFlow, AlphaFlow and UAIMF on digits with p = 0.5, --lr-decay 0.3 and no training-time CFG
-    **{f"{r}_p0.5_lr_decay_no_cfg (comparison)": ROOT / f"runs/{r}_p0.5_lr_decay_no_cfg/metrics.json" for r in ("meanflow_digits", "alphaflow", "uaimf")},
+    **{f"{r}_p0.5_lr_decay_no_cfg (comparison)": ROOT / f"runs/{r}_p0.5_lr_decay_no_cfg/metrics.json" for r in ("meanflow_digits", "alphaflow")},
     # sCD from a freshly initialised student (--no-teacher-init), with and without the tangent normalisation and warm-up
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("scm_fresh", "scm_fresh_unstabilised")},
     # CD from a freshly initialised student (--no-teacher-init), on digits and on the checkerboard
@@ -74,6 +75,16 @@ RUNS = {
     # EMA 0.9995, p = 0.5, the finite-difference derivative at 12000 steps, and the finite difference on a width-128 MLP for 20000 steps
     **{f"meanflow_seed1_{r} (2D)": ROOT / f"runs/meanflow_seed1_{r}/metrics.json" for r in (
         "equal0.5", "equal0.25", "lr2e-3", "ema0.9995", "p0.5", "fd_12k", "fd_w128_20k")},
+    # the compiled 2D defaults at batch 512 for 8000 steps (the same wall clock as 12000 steps of 256), seeds 0 and 1; seed 1 with
+    # Fourier features of scale 2 (--fourier-scale 2)
+    **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_b512_8k_seed0", "meanflow_b512_8k_seed1", "meanflow_seed1_fourier_scale2")},
+    # UAIMF's defaults on seeds 1 and 2, and with Min-SNR instead of DTD on seeds 0, 1 and 2; AlphaFlow without training-time
+    # CFG on seed 1 (how far one seed's 1-NFE FD is from another's)
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "uaimf_seed1", "uaimf_seed2", "uaimf_min_snr", "uaimf_min_snr_seed1", "uaimf_min_snr_seed2")},
+    "alphaflow_no_cfg_seed1 (comparison)": ROOT / "runs/alphaflow_no_cfg_seed1/metrics.json",
+    # UAIMF's defaults and AlphaFlow without training-time CFG evaluated with a longer EMA (--ema 0.9995)
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("uaimf_ema0.9995", "alphaflow_no_cfg_ema0.9995")},
     # Latent Forcing's cascaded k = 4 run re-evaluated with 60 sampling steps (30 per phase) instead of 20
     "latent_forcing_k4_ode60 (re-evaluated)": ROOT / "runs/latent_forcing_k4_ode60/metrics.json",
     # Meta Flow Maps on 64 random Fourier features of the input
@@ -91,6 +102,7 @@ STUDIES = {
     "latent_forcing_ablation": ROOT / "runs/latent_forcing_ablation/ablation.json",
     "unified_latents_sweep": ROOT / "runs/unified_latents_sweep/sweep.json",
     "jit_embedding_dimension": ROOT / "runs/jit_embedding_dimension/results.json",
+    "flow_map_error": ROOT / "runs/flow_map_error.json",
 }
 BENCHES = {
     "step_cost": ROOT / "bench/out/step_cost.json",
@@ -98,6 +110,7 @@ BENCHES = {
     "jvp_attention": ROOT / "bench/out/jvp_attention.json",
     "recipe_step_cost": ROOT / "bench/out/recipe_step_cost.json",
     "compiled_step": ROOT / "bench/out/compiled_step.json",
+    "compiled_step_digits": ROOT / "bench/out/compiled_step_digits.json",
 }
 
 
@@ -188,6 +201,12 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
                 row(f"{label.split()[0]} 2-NFE FD / 1-NFE FD", res["2nfe"]["fd"] / one["fd"], "<= 1", res["2nfe"]["fd"] <= one["fd"])
             if label.startswith("scm") and "2nfe" in res:
                 row("scm 2-NFE FD / FM 50-step FD (digits)", res["2nfe"]["fd"] / teacher, "<= 1.5", res["2nfe"]["fd"] / teacher <= 1.5)
+    for seed in (1, 2):  # uaimf's defaults on other seeds
+        if fm and (m := runs.get(f"uaimf_seed{seed} (comparison)")):
+            one = m["results"]["1nfe"]
+            v = one["fd"] / best(fm["results"], ["euler50", "heun50"], "fd")
+            row(f"uaimf 1-NFE FD / FM 50-step FD (digits, seed {seed})", v, "<= 1.5", v <= 1.5)
+            row(f"uaimf 1-NFE class accuracy (seed {seed})", one["class_acc"], ">= 0.90", one["class_acc"] >= 0.90)
     rf = runs.get("rectified_flow (default)")
     if fm and rf and "distill_1nfe" in rf["results"]:
         one, teacher = rf["results"]["distill_1nfe"], best(fm["results"], ["euler50", "heun50"], "fd")
@@ -214,10 +233,11 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
             if "ratio_fused" in r and "256" in r["model"]:
                 v = r["ratio_fused"] / r["ratio_jvp"]
                 row(f"MeanFlow step with fused / with math JVP, {r['model']}", v, "< 1", v < 1)
-    if cs := benches.get("compiled_step"):  # bench/compiled_step.py: the 2D MeanFlow recipe's --compile
-        what = f"{cs['model']}, batch {cs['batch']}, {cs['threads']} threads"
-        out.append(f"| MeanFlow step, JVP compiled / eager, {what} (compiling: {cs['compile_seconds']:.0f} s once) | {_fmt(cs['compiled_over_eager'])} | reported | - |")
-        out.append(f"| MeanFlow step / FM step (eager), {what}: eager JVP / compiled JVP | {_fmt(cs['eager_over_fm'])} / {_fmt(cs['compiled_over_fm'])} | reported | - |")
+    for name in ("compiled_step", "compiled_step_digits"):  # bench/compiled_step.py: what --compile buys the recipes' MLPs
+        if cs := benches.get(name):
+            what = f"{cs['model']}, batch {cs['batch']}, {cs['threads']} threads"
+            out.append(f"| MeanFlow step, JVP compiled / eager, {what} (compiling: {cs['compile_seconds']:.0f} s once) | {_fmt(cs['compiled_over_eager'])} | reported | - |")
+            out.append(f"| MeanFlow step / FM step (eager), {what}: eager JVP / compiled JVP | {_fmt(cs['eager_over_fm'])} / {_fmt(cs['compiled_over_fm'])} | reported | - |")
     att = benches.get("jvp_attention")
     if att:
         t, mem = att["times_ms"], att["extra_memory_bytes"]
@@ -260,16 +280,18 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
         return runs.get(f"{name} (default)") or runs.get(f"{name} (comparison)")
 
     mf = get("meanflow_digits")
-    for suffix, setting in (("", ""), ("_no_cfg", ", both without training-time CFG"),
-                            ("_p0.5_lr_decay_no_cfg", ", both with p = 0.5, lr decay 0.3 and no training-time CFG")):
-        if not (base := get(f"meanflow_digits{suffix}")):
-            continue
-        for name, text in (("alphaflow", "AlphaFlow's curriculum beats MeanFlow at equal steps"),
-                           ("uaimf", "UAIMF's weighting converges faster than MeanFlow (equal steps)")):
-            if r := get(name + suffix):
-                claim(text + setting, f"`{name}{suffix}` vs `meanflow_digits{suffix}`, {r['steps']} vs {base['steps']} steps",
-                      f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(base['results'], NFE)}",
-                      r["results"]["1nfe"]["fd"] < MARGIN * base["results"]["1nfe"]["fd"])
+    alpha, ua = "AlphaFlow's curriculum beats MeanFlow at equal steps", "UAIMF's weighting converges faster than MeanFlow (equal steps)"
+    matched = ", both with p = 0.5, lr decay 0.3 and no training-time CFG"
+    # (variant run, MeanFlow run with the same settings, claim text); uaimf's defaults are p = 0.5, lr decay 0.3, no CFG
+    pairs = [("alphaflow", "meanflow_digits", alpha), ("alphaflow_no_cfg", "meanflow_digits_no_cfg", alpha + ", both without training-time CFG"),
+             ("alphaflow_p0.5_lr_decay_no_cfg", "meanflow_digits_p0.5_lr_decay_no_cfg", alpha + matched),
+             ("uaimf_no_cfg", "meanflow_digits_no_cfg", ua + ", both without training-time CFG"),
+             ("uaimf", "meanflow_digits_p0.5_lr_decay_no_cfg", ua + matched)]
+    for name, base_name, text in pairs:
+        if (r := get(name)) and (base := get(base_name)):
+            claim(text, f"`{name}` vs `{base_name}`, {r['steps']} vs {base['steps']} steps",
+                  f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(base['results'], NFE)}",
+                  r["results"]["1nfe"]["fd"] < MARGIN * base["results"]["1nfe"]["fd"])
     if (a := get("pmf_adaptive")) and (r := runs.get("pmf (digits)")):
         claim("MeanFlow's adaptive weight w = 1/(sg(L) + c)^p with p = 1 beats the plain squared error (p = 0)",
               "`pmf_adaptive` (p = 1) vs `pmf` (p = 0), same steps, both sampled at omega 1",
@@ -427,6 +449,13 @@ def study_tables(studies: dict[str, dict]) -> list[str]:
             ratio = [_fmt(row[p]["sw2"] / row[p]["sw2_floor"]) if "sw2" in row[p] else "diverged" for p in preds]
             off = [_fmt(row[p]["off_plane"]) if "off_plane" in row[p] else "-" for p in preds]
             parts.append(f"| {dim} | " + " | ".join(ratio + off) + " |")
+    if st := studies.get("flow_map_error"):
+        bands = [f"[{lo:g}, {hi:g})" for lo, hi in st["bands"]]
+        parts += ["", f"### Where MeanFlow's 2D jumps go wrong (`scripts/flow_map_error.py`: mean distance to the FM teacher's 200-step ODE map "
+                      f"from the same noise, by the noise's norm; {st['samples']} draws)", "",
+                  "| run | NFE | " + " | ".join(f"norm in {b}" for b in bands) + " |", "|---|---|" + "---|" * len(bands)]
+        for run, rows in st["runs"].items():
+            parts += [f"| {Path(run).name} | {k[:-3]} | " + " | ".join(_fmt(e) for e in errors) + " |" for k, errors in rows.items()]
     return parts
 
 

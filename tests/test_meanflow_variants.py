@@ -21,6 +21,8 @@ from tests.recipe_checks import (assert_help_lists, assert_resume_is_exact, asse
 ROOT = Path(__file__).resolve().parents[1]
 S2 = 0.25  # data variance of the Gaussian oracle
 RECIPES = ["alphaflow", "uaimf", "imf"]
+UAIMF_LOSS_DEFAULTS = ["--p", "0.5", "--lr-decay", "0.3", "--omega", "1", "--kappa", "0"]
+"""uaimf.py's loss and schedule defaults, spelled out for the MeanFlow runs it is compared with."""
 
 
 def _pairs(n=64, d=3, seed=0):
@@ -262,7 +264,7 @@ def test_alphaflow_smoke_walks_the_whole_curriculum(tmp_path):
 
 
 def test_uaimf_without_its_weights_is_meanflow(tmp_path):
-    flags = ["--smoke", "--data", "digits", "--batch", "64"]
+    flags = ["--smoke", "--data", "digits", "--batch", "64", *UAIMF_LOSS_DEFAULTS]
     load_recipe("uaimf").main([*flags, "--acceleration", "none", "--no-gap-weight", "--out", str(tmp_path / "u")])
     load_recipe("meanflow").main([*flags, "--out", str(tmp_path / "m")])
     assert _history(tmp_path / "u")["loss"] == _history(tmp_path / "m")["loss"]
@@ -322,9 +324,10 @@ def test_default_run_meets_the_digits_bars(name, default_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["alphaflow", "uaimf"])
-def test_variant_beats_meanflow_at_equal_steps(name, default_runs):
-    meanflow = default_runs("meanflow_digits", "meanflow", "--data", "digits", "--steps", "7000", "--batch", "128")
+@pytest.mark.parametrize("name,meanflow_flags", [("alphaflow", []), ("uaimf", UAIMF_LOSS_DEFAULTS)])
+def test_variant_beats_meanflow_at_equal_steps(name, meanflow_flags, default_runs):
+    """The variant's default against MeanFlow with the same loss settings and steps."""
+    meanflow = default_runs(f"meanflow_digits_for_{name}", "meanflow", "--data", "digits", "--steps", "7000", "--batch", "128", *meanflow_flags)
     student = default_runs(name, name)
     assert student["1nfe"]["fd"] < meanflow["1nfe"]["fd"]
 

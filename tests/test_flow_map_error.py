@@ -1,0 +1,33 @@
+"""scripts/flow_map_error.py: the banded map error it reports."""
+
+from __future__ import annotations
+
+import importlib.util
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("flow_map_error", ROOT / "scripts" / "flow_map_error.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_banded_error_averages_the_distance_within_each_band_of_the_noise_norm():
+    script = _script()
+    radius = torch.tensor([0.5, 0.9, 1.2, 1.7, 2.2, 3.0, 4.0])
+    reference = torch.zeros(7, 2)
+    x = torch.tensor([[3.0, 4.0], [0.0, 1.0], [0.0, 2.0], [0.0, 3.0], [4.0, 0.0], [0.0, 6.0], [0.0, 8.0]])  # distances 5, 1, 2, 3, 4, 6, 8
+    assert script.banded_error(x, reference, radius) == pytest.approx([3.0, 2.0, 3.0, 4.0, 7.0])
+
+
+def test_the_bands_cover_every_noise_norm_once():
+    bands = _script().BANDS
+    assert bands[0][0] == 0.0 and bands[-1][1] == float("inf")
+    assert all(hi == lo for (_, hi), (lo, _) in pairwise(bands))
