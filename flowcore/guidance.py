@@ -116,9 +116,12 @@ def meanflow_training_velocity(
 
     (Geng et al. 2025, arXiv 2505.13447; ``meanflow_guided_velocity``). ``velocity(z, t, s, y)`` is the
     flow-map network; ``dropped`` (B,) bool marks the rows whose label was dropped to ``null_class``.
+    Without guidance (omega = 1, kappa = 0) v_g = v and the network is not evaluated.
     """
     if dropped.shape != (v.shape[0],) or dropped.dtype != torch.bool:
         raise ValueError(f"dropped must be a (B,) bool tensor with B = {v.shape[0]}, got {tuple(dropped.shape)} {dropped.dtype}")
+    if omega == 1.0 and kappa == 0.0:
+        return v
     with torch.no_grad():
         both = velocity(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_class)]))
     u_cond, u_uncond = both.chunk(2)

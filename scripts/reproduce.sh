@@ -40,6 +40,7 @@ for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow
 # comparison runs behind the README's paper-claims table
 python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper
 for seed in 1 2; do python recipes/uaimf.py --seed $seed --out runs/uaimf_seed$seed; done
+OMP_NUM_THREADS=2 python recipes/uaimf.py --out runs/uaimf_2threads
 rm -rf runs/imf_w1.5 && cp -r runs/imf runs/imf_w1.5 && python recipes/imf.py --out runs/imf_w1.5 --resume --omega 1.5
 python recipes/imf.py --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
 python recipes/imf.py --lr-decay 0.3 --out runs/imf_lr_decay

@@ -59,3 +59,9 @@ def test_meanflow_training_velocity_combines_the_networks_own_velocities():
     assert torch.equal(out[1], v[1]) and not out.requires_grad
     with pytest.raises(ValueError, match="dropped must be a"):
         guidance.meanflow_training_velocity(velocity, z, t, v, y, dropped.float(), 10, omega=1.5, kappa=0.5)
+    # unguided (omega = 1, kappa = 0): the formula's v_g = v exactly, so the network is skipped
+    calls = []
+    unguided = guidance.meanflow_training_velocity(lambda *a: calls.append(a) or velocity(*a), z, t, v, y, dropped, 10, omega=1.0, kappa=0.0)
+    assert torch.equal(unguided, v) and calls == []
+    with_network = guidance.meanflow_guided_velocity(v, velocity(z, t, t, y), velocity(z, t, t, torch.full_like(y, 10)), 1.0, 0.0)
+    assert torch.equal(with_network.detach(), v)
