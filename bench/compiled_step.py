@@ -37,7 +37,9 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None, help="also write the row here")
     args = p.parse_args()
     digits = args.data == experiment.DIGITS
-    args.batch = args.batch or (128 if digits else 256)
+    args.batch = (128 if digits else 256) if args.batch is None else args.batch
+    if args.batch < 1 or args.repeats < 1:
+        raise SystemExit(f"--batch and --repeats must be >= 1, got {args.batch} and {args.repeats}")
     torch.manual_seed(0)
     source = experiment.load_source(args.data)
     model = experiment.build_model(experiment.ModelKind.MLP, source, width=512 if digits else 256, depth=4, fourier_features=0 if digits else 64)

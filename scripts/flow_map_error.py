@@ -44,6 +44,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    if args.samples < 1 or any(k < 1 for k in args.nfe):
+        raise SystemExit(f"--samples and every --nfe must be >= 1, got {args.samples} and {args.nfe}")
+    for run in args.runs:
+        missing = [name for name in ("config.json", train.CHECKPOINT_NAME) if not (run / name).is_file()]
+        if missing:
+            raise SystemExit(f"{run} is not a finished run: it lacks {', '.join(missing)}")
     data = {json.loads((run / "config.json").read_text())["data"] for run in args.runs}
     if len(data) != 1 or experiment.DIGITS in data:
         raise SystemExit(f"the runs must share one 2D toy, got {sorted(data)}")

@@ -31,3 +31,10 @@ def test_the_bands_cover_every_noise_norm_once():
     bands = _script().BANDS
     assert bands[0][0] == 0.0 and bands[-1][1] == float("inf")
     assert all(hi == lo for (_, hi), (lo, _) in pairwise(bands))
+
+
+def test_a_run_without_its_checkpoint_is_refused_by_name(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text('{"data": "checkerboard"}')
+    monkeypatch.setattr("sys.argv", ["flow_map_error.py", str(tmp_path)])
+    with pytest.raises(SystemExit, match=f"{tmp_path} is not a finished run: it lacks checkpoint.safetensors"):
+        _script().main()
