@@ -318,7 +318,7 @@ def diagonal_velocity_generator(model: nn.Module, steps: int = 100) -> dict[str,
     return {f"velocity_euler{steps}": lambda eps, y: sampling.euler(field(y), eps, times.uniform_grid(steps))}
 
 
-def _digits_eval_sets(n: int | None) -> tuple[Tensor, Tensor, Tensor]:
+def digits_eval_sets(n: int | None) -> tuple[Tensor, Tensor, Tensor]:
     """(half A: the reference, labels of half B: what to generate, half B: the floor's sample)."""
     (xa, _), (xb, yb) = data.digits_halves()
     m = min(n or xb.shape[0], xb.shape[0], xa.shape[0])
@@ -346,7 +346,7 @@ def evaluate(source: Source, generators: Mapping[str, Generator], *, n: int | No
     digits = source.name == DIGITS
     if digits:
         judge = metrics.DigitsJudge.load()
-        ref, labels, other = _digits_eval_sets(n)
+        ref, labels, other = digits_eval_sets(n)
         shape = other.shape
         results: dict = {"floor": {"fd": judge.fd(other, ref), "class_acc": judge.class_accuracy(other, labels)}}
     else:

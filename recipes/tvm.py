@@ -13,8 +13,11 @@ for the flow-matching anchor, same noise. w ~ U[cfg_min, cfg_max] per row; 10% l
 w = 1). --no-cfg-weight drops the 1/w^2 (the ablation: large-w rows then dominate). Sampling: flow-map
 jumps z <- z + (s - t) w G(z, t, s, y, 1 - 1/w) on a uniform grid at w = --cfg, 1/2/4 NFE.
 
+The default trains 3300 steps, cut from 5000 to fit the 10-minute budget (bench/default_wall_time.py: 169 ms per
+step on 2 threads); the weighting ablation and the CFG-scale comparisons ran 5000 steps, beside tvm_5k.
+
     python recipes/tvm.py                                   # digits, random CFG in [1, 3]
-    python recipes/tvm.py --no-cfg-weight --out runs/tvm_no_cfg_weight
+    python recipes/tvm.py --steps 5000 --no-cfg-weight --out runs/tvm_no_cfg_weight   # vs --steps 5000 --out runs/tvm_5k
     python recipes/tvm.py --model dit --derivative fused     # the fused attention JVP, backward through it
 """
 
@@ -34,7 +37,7 @@ from flowcore.times import LogitNormal, sample_gap_pairs, uniform_grid
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_common_args(p, data="digits", steps=5000, batch=128, lr=1e-3, depth=4, out="runs/tvm")
+    experiment.add_common_args(p, data="digits", steps=3300, batch=128, lr=1e-3, depth=4, out="runs/tvm")
     p.set_defaults(lr_decay=0.3)  # lr falling linearly to 0 over the last 30% (1-NFE FD 1.23 -> 1.195 at w = 1.5 on digits)
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="dF/ds back end (default: %(default)s)")
     p.add_argument("--ema-target", type=float, default=0.99, help="decay of the EMA target network (default: %(default)s)")

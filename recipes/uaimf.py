@@ -26,8 +26,10 @@ learning rate falling to 0 over the last 30 %, and no training-time CFG (omega 1
     Min-SNR, p = 0.5, lr decay, no CFG, seeds 0 / 1 / 2               1.04 / 1.74 / 1.38
 
 One seed's 1-NFE FD can be 1.7x another's (Min-SNR, seeds 0 and 1), so the choice rests on the means: DTD,
-the paper's, stays the default (1.27 vs 1.39). The default run takes 11.9 min on 2 threads of an idle machine
-(README row uaimf_2threads: 1-NFE FD 1.23), over the 10-minute budget.
+the paper's, stays the default (1.27 vs 1.39). As means of 5 noise draws (scripts/fd_draws.py) the default's seeds
+give 1.27 / 1.40 / 1.32, the FM teacher 0.99. Wall clock on 2 threads: 9.6 min projected by
+bench/default_wall_time.py (81.5 ms per step), 11.9 min measured for a whole run in an earlier session (README
+row uaimf_2threads, 101 ms per step): the machine's speed varied that much between the two sessions.
 
     python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper   # the paper's settings
     python recipes/uaimf.py                                  # digits

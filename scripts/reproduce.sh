@@ -33,18 +33,24 @@ python recipes/meanflow.py --seed 1 --fourier-scale 2 --out runs/meanflow_seed1_
 python recipes/uaimf.py --ema 0.9995 --out runs/uaimf_ema0.9995
 python recipes/alphaflow.py --omega 1 --kappa 0 --ema 0.9995 --out runs/alphaflow_no_cfg_ema0.9995
 python recipes/pmf.py --out runs/pmf
-for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf runs/pmf_w$w && python recipes/pmf.py --out runs/pmf_w$w --resume --omega $w; done
-python recipes/pmf.py --p 1 --out runs/pmf_adaptive
-rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
+# the defaults before their step counts were cut to fit 10 minutes (bench/default_wall_time.py), and the comparison runs made at those counts
+python recipes/pmf.py --steps 7000 --out runs/pmf_7k
+python recipes/imf.py --steps 7000 --out runs/imf_7k
+python recipes/tvm.py --steps 5000 --out runs/tvm_5k
+python recipes/dmf.py --steps 4000 --out runs/dmf_4k
+python recipes/scm.py --steps 6000 --out runs/scm_6k
+for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf_7k runs/pmf_w$w && python recipes/pmf.py --steps 7000 --out runs/pmf_w$w --resume --omega $w; done
+python recipes/pmf.py --steps 7000 --p 1 --out runs/pmf_adaptive
+rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --steps 7000 --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
 # comparison runs behind the README's paper-claims table
 python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper
 for seed in 1 2; do python recipes/uaimf.py --seed $seed --out runs/uaimf_seed$seed; done
 OMP_NUM_THREADS=2 python recipes/uaimf.py --out runs/uaimf_2threads
-rm -rf runs/imf_w1.5 && cp -r runs/imf runs/imf_w1.5 && python recipes/imf.py --out runs/imf_w1.5 --resume --omega 1.5
-python recipes/imf.py --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
-python recipes/imf.py --lr-decay 0.3 --out runs/imf_lr_decay
-python recipes/dmf.py --omega 0 --out runs/dmf_no_guidance
+rm -rf runs/imf_w1.5 && cp -r runs/imf_7k runs/imf_w1.5 && python recipes/imf.py --steps 7000 --out runs/imf_w1.5 --resume --omega 1.5
+python recipes/imf.py --steps 7000 --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
+python recipes/imf.py --steps 7000 --lr-decay 0.3 --out runs/imf_lr_decay
+python recipes/dmf.py --steps 4000 --omega 0 --out runs/dmf_no_guidance
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --lr-decay 0.3 --out runs/meanflow_digits_no_cfg_lr_decay
@@ -52,28 +58,27 @@ python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-d
 python recipes/alphaflow.py --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --out runs/alphaflow_p0.5_lr_decay_no_cfg
 python recipes/uaimf.py --acceleration min_snr --out runs/uaimf_min_snr
 for seed in 1 2; do python recipes/uaimf.py --acceleration min_snr --seed $seed --out runs/uaimf_min_snr_seed$seed; done
-python recipes/alphaflow.py --omega 1 --kappa 0 --out runs/alphaflow_no_cfg
 python recipes/alphaflow.py --omega 1 --kappa 0 --seed 1 --out runs/alphaflow_no_cfg_seed1
 python recipes/uaimf.py --p 1 --lr-decay 0 --out runs/uaimf_no_cfg
 python recipes/uaimf.py --p 0 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_p0
 python recipes/uaimf.py --p 0 --lr-decay 0 --out runs/uaimf_p0_no_cfg
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0 --omega 1 --kappa 0 --out runs/meanflow_digits_p0_no_cfg
-python recipes/tvm.py --no-cfg-weight --out runs/tvm_no_cfg_weight
-python recipes/tvm.py --cfg 1.5 --out runs/tvm_cfg1.5
-for w in 1.0 2.0; do rm -rf runs/tvm_cfg$w && cp -r runs/tvm runs/tvm_cfg$w && python recipes/tvm.py --out runs/tvm_cfg$w --resume --cfg $w; done
+python recipes/tvm.py --steps 5000 --no-cfg-weight --out runs/tvm_no_cfg_weight
+python recipes/tvm.py --steps 5000 --cfg 1.5 --out runs/tvm_cfg1.5
+for w in 1.0 2.0; do rm -rf runs/tvm_cfg$w && cp -r runs/tvm_5k runs/tvm_cfg$w && python recipes/tvm.py --steps 5000 --out runs/tvm_cfg$w --resume --cfg $w; done
 python recipes/jit.py --prediction v --out runs/jit_v
 python recipes/cm.py --mode ct --out runs/cm_ct
 python recipes/cm.py --mode ict --out runs/cm_ict
 python recipes/cm.py --no-teacher-init --out runs/cm_fresh
-python recipes/scm.py --no-tangent-norm --tangent-warmup 0 --out runs/scm_unstabilised
-python recipes/scm.py --no-teacher-init --out runs/scm_fresh
-python recipes/scm.py --no-teacher-init --no-tangent-norm --tangent-warmup 0 --out runs/scm_fresh_unstabilised
+python recipes/scm.py --steps 6000 --no-tangent-norm --tangent-warmup 0 --out runs/scm_unstabilised
+python recipes/scm.py --steps 6000 --no-teacher-init --out runs/scm_fresh
+python recipes/scm.py --steps 6000 --no-teacher-init --no-tangent-norm --tangent-warmup 0 --out runs/scm_fresh_unstabilised
 python recipes/freeflow.py --no-correction --out runs/freeflow_no_correction
 python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --out runs/freeflow_4k_lr_decay
 python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --p 0.5 --out runs/freeflow_4k_p0.5_lr_decay
 python recipes/freeflow.py --lr 3e-4 --lr-decay 0.3 --out runs/freeflow_lr3e-4_lr_decay
 python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --lr 1.5e-4 --out runs/freeflow_4k_lr1.5e-4_lr_decay
-python recipes/dmf.py --lr-decay 0.3 --out runs/dmf_lr_decay
+python recipes/dmf.py --steps 4000 --lr-decay 0.3 --out runs/dmf_lr_decay
 python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --attraction 1.5 --out runs/drifting_checkerboard_attraction1.5
@@ -96,6 +101,9 @@ python bench/jvp_attention.py --json bench/out/jvp_attention.json
 python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --json bench/out/compiled_step.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --data digits --json bench/out/compiled_step_digits.json
+OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wall_time.json  # alone on an idle machine
+python scripts/fd_draws.py runs/fm runs/pmf runs/pmf_7k runs/imf runs/imf_7k runs/alphaflow runs/alphaflow_no_cfg_seed1 runs/uaimf runs/uaimf_seed1 \
+  runs/uaimf_seed2 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf runs/dmf_lr_decay runs/dmf_no_guidance runs/tvm --json runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json
 fi

@@ -23,6 +23,9 @@ RUNS = {
     "fm (checkerboard)": ROOT / "runs/fm_checkerboard/metrics.json",
     "meanflow (checkerboard)": ROOT / "runs/meanflow/metrics.json",
     "pmf (digits)": ROOT / "runs/pmf/metrics.json",
+    # the defaults before their step counts were cut to fit 10 minutes (bench/default_wall_time.py); the comparison runs of
+    # pmf, imf, tvm, dmf and scm below were made at those counts and are compared with these
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("pmf_7k", "imf_7k", "tvm_5k", "dmf_4k", "scm_6k")},
     **{f"{r} (default)": ROOT / f"runs/{r}/metrics.json" for r in (
         "rectified_flow", "imf", "alphaflow", "uaimf", "dmf", "tvm", "jit", "cm", "scm", "freeflow", "metaflow", "drifting", "repa")},
     # the studies' default-setting members are the recipes' default runs (same flags, seed and steps)
@@ -33,16 +36,16 @@ RUNS = {
         "drifting_attraction1.5", "drifting_checkerboard", "drifting_checkerboard_attraction1.5", "latent_forcing_k4", "latent_forcing_k2")},
     **{f"{r} (2D)": ROOT / f"runs/{r}_checkerboard/metrics.json" for r in ("cm", "freeflow")},
     "tvm_cfg1.5 (comparison)": ROOT / "runs/tvm_cfg1.5/metrics.json",
-    # TVM's default weights sampled at other CFG scales (a finished run re-evaluated by --resume --cfg W)
+    # tvm_5k's weights (the 5000-step default of the time) sampled at other CFG scales (a finished run re-evaluated by --resume --cfg W)
     **{f"tvm_cfg{w} (re-evaluated)": ROOT / f"runs/tvm_cfg{w}/metrics.json" for w in ("1.0", "2.0")},
-    # iMF's default weights sampled at omega 1.5, and iMF with its adaptive weight (p = 1; this run also had --lr-decay 0.3) sampled at 1.5
+    # imf_7k's weights sampled at omega 1.5, and iMF with its adaptive weight (p = 1; this run also had --lr-decay 0.3) sampled at 1.5
     "imf_w1.5 (re-evaluated)": ROOT / "runs/imf_w1.5/metrics.json",
     "imf_adaptive_lr_decay (comparison)": ROOT / "runs/imf_adaptive_lr_decay/metrics.json",
     # iMF's defaults with a decaying learning rate (--lr-decay 0.3, as pmf)
     "imf_lr_decay (comparison)": ROOT / "runs/imf_lr_decay/metrics.json",
-    # MeanFlow, AlphaFlow and UAIMF on digits without training-time CFG (--omega 1 --kappa 0); the UAIMF runs here and in the next
-    # entry have p = 1 (or 0, as named) and a constant learning rate, uaimf.py's defaults until they changed
-    **{f"{r}_no_cfg (comparison)": ROOT / f"runs/{r}_no_cfg/metrics.json" for r in ("meanflow_digits", "alphaflow", "uaimf")},
+    # MeanFlow and UAIMF on digits without training-time CFG (--omega 1 --kappa 0; AlphaFlow's default); the UAIMF runs here and in
+    # the next entry have p = 1 (or 0, as named) and a constant learning rate, uaimf.py's defaults until they changed
+    **{f"{r}_no_cfg (comparison)": ROOT / f"runs/{r}_no_cfg/metrics.json" for r in ("meanflow_digits", "uaimf")},
     # the plain squared error (--p 0) on the single-head MeanFlow recipes, with and without training-time CFG
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("uaimf_p0", "uaimf_p0_no_cfg", "meanflow_digits_p0_no_cfg")},
     # DMF fine-tuned without model guidance (--omega 0)
@@ -92,7 +95,7 @@ RUNS = {
     "latent_forcing_k4_ode60 (re-evaluated)": ROOT / "runs/latent_forcing_k4_ode60/metrics.json",
     # Meta Flow Maps on 64 random Fourier features of the input
     "metaflow_fourier64 (comparison)": ROOT / "runs/metaflow_fourier64/metrics.json",
-    # pMF's default weights sampled at other guidance scales (--resume --omega W)
+    # pmf_7k's weights (the 7000-step default of the time) sampled at other guidance scales (--resume --omega W)
     **{f"pmf_w{w} (re-evaluated)": ROOT / f"runs/pmf_w{w}/metrics.json" for w in ("1.25", "1.5")},
     # pMF with iMF's adaptive weight (p = 1) at omega 1 and at the paper's sampling omega 1.5
     "pmf_adaptive (comparison)": ROOT / "runs/pmf_adaptive/metrics.json",
@@ -106,6 +109,7 @@ STUDIES = {
     "unified_latents_sweep": ROOT / "runs/unified_latents_sweep/sweep.json",
     "jit_embedding_dimension": ROOT / "runs/jit_embedding_dimension/results.json",
     "flow_map_error": ROOT / "runs/flow_map_error.json",
+    "fd_draws": ROOT / "runs/fd_draws.json",
 }
 BENCHES = {
     "step_cost": ROOT / "bench/out/step_cost.json",
@@ -114,6 +118,7 @@ BENCHES = {
     "recipe_step_cost": ROOT / "bench/out/recipe_step_cost.json",
     "compiled_step": ROOT / "bench/out/compiled_step.json",
     "compiled_step_digits": ROOT / "bench/out/compiled_step_digits.json",
+    "default_wall_time": ROOT / "bench/out/default_wall_time.json",
 }
 
 
@@ -165,7 +170,7 @@ def best(res: dict, names: list[str], key: str) -> float:
     return min(res[n][key] for n in names if n in res and key in res[n])
 
 
-def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
+def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str, dict]) -> list[str]:
     out = ["| bar | measured | target | met |", "|---|---|---|---|"]
 
     def row(text: str, value: float, target: str, ok: bool) -> None:
@@ -241,6 +246,16 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict]) -> list[str]:
             what = f"{cs['model']}, batch {cs['batch']}, {cs['threads']} threads"
             out.append(f"| MeanFlow step, JVP compiled / eager, {what} (compiling: {cs['compile_seconds']:.0f} s once) | {_fmt(cs['compiled_over_eager'])} | reported | - |")
             out.append(f"| MeanFlow step / FM step (eager), {what}: eager JVP / compiled JVP | {_fmt(cs['eager_over_fm'])} / {_fmt(cs['compiled_over_fm'])} | reported | - |")
+    if (st := studies.get("fd_draws")) and (fm_draws := st["runs"].get("fm")):  # scripts/fd_draws.py: FD on several noise draws
+        teacher = min(g["mean"] for name, g in fm_draws["generators"].items() if name in ("euler50", "heun50"))
+        for name, r in st["runs"].items():
+            if name != "fm" and "1nfe" in r["generators"]:
+                v = r["generators"]["1nfe"]["mean"] / teacher
+                row(f"{name} 1-NFE FD / FM 50-step FD (digits), each the mean of {st['draws']} noise draws", v, "<= 1.5", v <= 1.5)
+    if wall := benches.get("default_wall_time"):  # bench/default_wall_time.py: the recipe contract's 10-minute budget
+        for r in wall["rows"]:
+            row(f"{r['recipe']} default run, wall clock in minutes ({wall['threads']} threads, projected; steps in the wall-clock table)",
+                r["projected_minutes"], f"<= {wall['budget_minutes']:g}", r["within_budget"])
     att = benches.get("jvp_attention")
     if att:
         t, mem = att["times_ms"], att["extra_memory_bytes"]
@@ -286,7 +301,8 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
     alpha, ua = "AlphaFlow's curriculum beats MeanFlow at equal steps", "UAIMF's weighting converges faster than MeanFlow (equal steps)"
     matched = ", both with p = 0.5, lr decay 0.3 and no training-time CFG"
     # (variant run, MeanFlow run with the same settings, claim text); uaimf's defaults are p = 0.5, lr decay 0.3, no CFG
-    pairs = [("alphaflow", "meanflow_digits", alpha), ("alphaflow_no_cfg", "meanflow_digits_no_cfg", alpha + ", both without training-time CFG"),
+    pairs = [("alphaflow_paper", "meanflow_digits", alpha + ", both with the paper's training-time CFG (omega 1.5, kappa 0.5)"),
+             ("alphaflow", "meanflow_digits_no_cfg", alpha + ", both without training-time CFG"),
              ("alphaflow_p0.5_lr_decay_no_cfg", "meanflow_digits_p0.5_lr_decay_no_cfg", alpha + matched),
              ("uaimf_no_cfg", "meanflow_digits_no_cfg", ua + ", both without training-time CFG"),
              ("uaimf", "meanflow_digits_p0.5_lr_decay_no_cfg", ua + matched)]
@@ -295,9 +311,9 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
             claim(text, f"`{name}` vs `{base_name}`, {r['steps']} vs {base['steps']} steps",
                   f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(base['results'], NFE)}",
                   r["results"]["1nfe"]["fd"] < MARGIN * base["results"]["1nfe"]["fd"])
-    if (a := get("pmf_adaptive")) and (r := runs.get("pmf (digits)")):
+    if (a := get("pmf_adaptive")) and (r := get("pmf_7k")):
         claim("MeanFlow's adaptive weight w = 1/(sg(L) + c)^p with p = 1 beats the plain squared error (p = 0)",
-              "`pmf_adaptive` (p = 1) vs `pmf` (p = 0), same steps, both sampled at omega 1",
+              "`pmf_adaptive` (p = 1) vs `pmf_7k` (p = 0), 7000 steps each, both sampled at omega 1",
               f"1/2/4 NFE: {_series(a['results'], NFE)} vs {_series(r['results'], NFE)}", a["results"]["1nfe"]["fd"] < MARGIN * r["results"]["1nfe"]["fd"])
     if (r := get("dmf")) and mf:
         res = r["results"]
@@ -307,9 +323,10 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
     if r := get("tvm"):
         res = r["results"]
         claim("TVM improves from 1 to 2 to 4 NFE", "`tvm`", f"1/2/4 NFE: {_series(res, NFE)}", res["1nfe"]["fd"] >= res["2nfe"]["fd"] >= res["4nfe"]["fd"])
-        if nw := get("tvm_no_cfg_weight"):
-            claim("TVM's 1/w^2 weighting matters under random CFG", "`tvm` vs `tvm_no_cfg_weight`",
-                  f"1/2/4 NFE: {_series(res, NFE)} vs {_series(nw['results'], NFE)}", res["1nfe"]["fd"] < MARGIN * nw["results"]["1nfe"]["fd"])
+    if (r := get("tvm_5k")) and (nw := get("tvm_no_cfg_weight")):
+        res = r["results"]
+        claim("TVM's 1/w^2 weighting matters under random CFG", "`tvm_5k` vs `tvm_no_cfg_weight`, 5000 steps each",
+              f"1/2/4 NFE: {_series(res, NFE)} vs {_series(nw['results'], NFE)}", res["1nfe"]["fd"] < MARGIN * nw["results"]["1nfe"]["fd"])
     if (r := get("rectified_flow")) and "rounds" in r:
         rounds = [x for x in r["rounds"] if "straightness" in x]
         if len(rounds) > 1:
@@ -344,9 +361,10 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
                   f"`{name}` (`--data checkerboard`) vs its teacher's Heun 50",
                   f"sliced W2 1/2/4 NFE: {_series(res, NFE, 'sw2')}; teacher {_fmt(res['teacher_heun50']['sw2'])}",
                   res["1nfe"]["sw2"] <= 1.5 * res["teacher_heun50"]["sw2"] and res["4nfe"]["sw2"] >= 0.95 * res["2nfe"]["sw2"])
-    for stable, start in (("scm", "the student starts as the teacher"), ("scm_fresh", "a freshly initialised student")):
-        if (r := get(stable)) and (u := get(f"{stable}_unstabilised")):
-            claim(f"sCM: tangent normalisation and warm-up stabilise training ({start})", f"`{stable}` vs `{stable}_unstabilised`",
+    for stable, unstable, start in (("scm_6k", "scm_unstabilised", "the student starts as the teacher"),
+                                    ("scm_fresh", "scm_fresh_unstabilised", "a freshly initialised student")):
+        if (r := get(stable)) and (u := get(unstable)):
+            claim(f"sCM: tangent normalisation and warm-up stabilise training ({start})", f"`{stable}` vs `{unstable}`",
                   f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(u['results'], NFE)}", r["results"]["1nfe"]["fd"] < MARGIN * u["results"]["1nfe"]["fd"])
     if (r := get("freeflow")) and (n := get("freeflow_no_correction")):
         claim("FreeFlow: the correction loss improves on the prediction loss alone", "`freeflow` vs `freeflow_no_correction`",
@@ -452,6 +470,13 @@ def study_tables(studies: dict[str, dict]) -> list[str]:
             ratio = [_fmt(row[p]["sw2"] / row[p]["sw2_floor"]) if "sw2" in row[p] else "diverged" for p in preds]
             off = [_fmt(row[p]["off_plane"]) if "off_plane" in row[p] else "-" for p in preds]
             parts.append(f"| {dim} | " + " | ".join(ratio + off) + " |")
+    if st := studies.get("fd_draws"):
+        parts += ["", f"### Digits FD over {st['draws']} noise draws (`scripts/fd_draws.py`: each run's EMA weights sampled from {st['draws']} "
+                  "independent draws of noise for the same labels, scored against the same half of the digits; draw 0 is the run's own evaluation)", "",
+                  "| run | generator | FD per draw | mean | sd |", "|---|---|---|---|---|"]
+        for name, r in st["runs"].items():
+            for gen, g in r["generators"].items():
+                parts.append(f"| {name} | {gen} | {' / '.join(_fmt(x) for x in g['fd'])} | {_fmt(g['mean'])} | {_fmt(g['sd'])} |")
     if st := studies.get("flow_map_error"):
         bands = [f"[{lo:g}, {hi:g})" for lo, hi in st["bands"]]
         parts += ["", f"### Where MeanFlow's 2D jumps go wrong (`scripts/flow_map_error.py`: mean distance to the FM teacher's 200-step ODE map "
@@ -468,8 +493,9 @@ def section() -> str:
     studies = {k: m for k, p in STUDIES.items() if (m := _load(p)) is not None}
     sources = list(RUNS.values()) + list(STUDIES.values()) + list(BENCHES.values())
     parts = ["Sources (each also archived under `results/`): " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if _exists(p)), ""]
-    parts += ["### Bars", ""] + bar_lines(runs, benches) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
-              "Train time is the wall clock the run measured. The dmf and meanflow default runs and uaimf_2threads used 2 threads (meanflow and uaimf_2threads on an otherwise idle machine); all others "
+    parts += ["### Bars", ""] + bar_lines(runs, benches, studies) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
+              "Train time is the wall clock the run measured. The meanflow default run and uaimf_2threads used 2 threads on an otherwise idle machine "
+              "(uaimf_2threads in an earlier session, when the machine ran the same step about a quarter slower than in the wall-clock table); all others "
               "(the other default runs and every comparison run) ran at one thread (`OMP_NUM_THREADS=1 taskset -c N`) beside other jobs, "
               "so their times overstate a 2-core run.", ""] + run_table(runs)
     for recipe, key, label in (("pmf", "fd", "FD"), ("meanflow", "sw2", "sliced W2")):
@@ -495,6 +521,15 @@ def section() -> str:
         for r in rsc["rows"]:
             parts.append(f"| {r['model']} | {r['recipe']} | {r['derivative']} | {rsc['threads']} | {rsc['short']}/{rsc['long']} | "
                          f"{r['ms_per_step']:.1f} | {r['ratio_to_fm']:.2f} |")
+    if wall := benches.get("default_wall_time"):
+        parts += ["", "### Default runs' wall clock", "", f"Each recipe's default run, {wall['threads']} threads, projected from two runs of that default "
+                  f"(`bench/default_wall_time.py`): the whole process at {wall['short']} steps (start-up, teacher, default evaluation) plus "
+                  f"the remaining steps at the slope of train_seconds between {wall['short']} and {wall['long']} steps:", "",
+                  f"| recipe | default steps | ms / step | wall at {wall['short']} steps (s) | projected minutes | within {wall['budget_minutes']:g} min |",
+                  "|---|---|---|---|---|---|"]
+        for r in wall["rows"]:
+            parts.append(f"| {r['recipe']} | {r['steps']} | {r['ms_per_step']:.1f} | {r['wall_seconds_short']:.1f} | {r['projected_minutes']:.1f} | "
+                         f"{'yes' if r['within_budget'] else '**no**'} |")
     if att := benches.get("jvp_attention"):
         parts += ["", "### Attention JVP timings", "", f"Attention: B=1, H=8, D=64, fp32, {att['threads']} threads, median times in ms (`bench/jvp_attention.py`):", "",
                   "| N | " + " | ".join(att["times_ms"]) + " |", "|---|" + "---|" * len(att["times_ms"])]
@@ -520,7 +555,7 @@ def _blocks(text: str) -> dict[str, list[str]]:
     return blocks
 
 
-KEY_CELLS = {"| run | sampler |": 2, "| model | recipe | derivative |": 3}
+KEY_CELLS = {"| run | sampler |": 2, "| run | generator |": 2, "| model | recipe | derivative |": 3}
 """Tables whose rows are identified by more than their first cell, by the start of their header."""
 
 

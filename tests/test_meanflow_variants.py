@@ -23,6 +23,8 @@ S2 = 0.25  # data variance of the Gaussian oracle
 RECIPES = ["alphaflow", "uaimf", "imf"]
 UAIMF_LOSS_DEFAULTS = ["--p", "0.5", "--lr-decay", "0.3", "--omega", "1", "--kappa", "0"]
 """uaimf.py's loss and schedule defaults, spelled out for the MeanFlow runs it is compared with."""
+ALPHAFLOW_LOSS_DEFAULTS = ["--omega", "1", "--kappa", "0"]
+"""alphaflow.py's defaults that differ from meanflow.py's (no training-time CFG)."""
 
 
 def _pairs(n=64, d=3, seed=0):
@@ -251,13 +253,14 @@ def _check_outputs(tmp_path: Path, results: dict) -> None:
 
 def test_alphaflow_smoke_walks_the_whole_curriculum(tmp_path):
     """6 smoke steps cover alpha = 1 (no extra forward), 0 < alpha < 1 (JVP-free) and alpha = 0 (MeanFlow rows, JVP)."""
-    _check_outputs(tmp_path, load_recipe("alphaflow").main(["--smoke", "--derivative", "jvp", "--out", str(tmp_path)]))
+    # p = 0: the plain squared error, which (unlike p = 1's L / (L + c) ~ 1 in float32) shows the two derivatives' difference
+    _check_outputs(tmp_path, load_recipe("alphaflow").main(["--smoke", "--p", "0", "--derivative", "jvp", "--out", str(tmp_path)]))
     alpha = _history(tmp_path)["alpha"]
     sched = SigmoidCurriculum(0, 6)
     assert alpha == [sched(k) for k in range(6)]
     assert alpha[0] == 1.0 and 0 < alpha[3] < 1 and alpha[-1] == 0.0
     # only the alpha = 0 step takes a derivative: a finite-difference run agrees until then
-    load_recipe("alphaflow").main(["--smoke", "--derivative", "fd", "--out", str(tmp_path / "fd")])
+    load_recipe("alphaflow").main(["--smoke", "--p", "0", "--derivative", "fd", "--out", str(tmp_path / "fd")])
     jvp_loss, fd_loss = _history(tmp_path)["loss"], _history(tmp_path / "fd")["loss"]
     assert jvp_loss[:5] == fd_loss[:5]
     assert jvp_loss[5] != fd_loss[5] and jvp_loss[5] == pytest.approx(fd_loss[5], rel=1e-2)
@@ -324,7 +327,7 @@ def test_default_run_meets_the_digits_bars(name, default_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,meanflow_flags", [("alphaflow", []), ("uaimf", UAIMF_LOSS_DEFAULTS)])
+@pytest.mark.parametrize("name,meanflow_flags", [("alphaflow", ALPHAFLOW_LOSS_DEFAULTS), ("uaimf", UAIMF_LOSS_DEFAULTS)])
 def test_variant_beats_meanflow_at_equal_steps(name, meanflow_flags, default_runs):
     """The variant's default against MeanFlow with the same loss settings and steps."""
     meanflow = default_runs(f"meanflow_digits_for_{name}", "meanflow", "--data", "digits", "--steps", "7000", "--batch", "128", *meanflow_flags)
