@@ -47,6 +47,7 @@ for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow
 python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper
 for seed in 1 2; do python recipes/uaimf.py --seed $seed --out runs/uaimf_seed$seed; done
 OMP_NUM_THREADS=2 python recipes/uaimf.py --out runs/uaimf_2threads
+OMP_NUM_THREADS=2 python recipes/pmf.py --out runs/pmf_2threads   # alone on an idle machine: the wall-clock projection's check
 rm -rf runs/imf_w1.5 && cp -r runs/imf_7k runs/imf_w1.5 && python recipes/imf.py --steps 7000 --out runs/imf_w1.5 --resume --omega 1.5
 python recipes/imf.py --steps 7000 --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
 python recipes/imf.py --steps 7000 --lr-decay 0.3 --out runs/imf_lr_decay

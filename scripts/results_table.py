@@ -89,6 +89,9 @@ RUNS = {
     # UAIMF's defaults run again on 2 threads of an otherwise idle machine, for its wall clock (its numbers differ from the default
     # run's only through the thread count's floating-point order)
     "uaimf_2threads (comparison)": ROOT / "runs/uaimf_2threads/metrics.json",
+    # pMF's default run again on 2 threads of an otherwise idle machine, the check of bench/default_wall_time.py's projection
+    # (8.7 min): the process took 529 s of wall clock (timed by the shell, not in metrics.json)
+    "pmf_2threads (comparison)": ROOT / "runs/pmf_2threads/metrics.json",
     # UAIMF's defaults and AlphaFlow without training-time CFG evaluated with a longer EMA (--ema 0.9995)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("uaimf_ema0.9995", "alphaflow_no_cfg_ema0.9995")},
     # Latent Forcing's cascaded k = 4 run re-evaluated with 60 sampling steps (30 per phase) instead of 20
@@ -494,7 +497,7 @@ def section() -> str:
     sources = list(RUNS.values()) + list(STUDIES.values()) + list(BENCHES.values())
     parts = ["Sources (each also archived under `results/`): " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if _exists(p)), ""]
     parts += ["### Bars", ""] + bar_lines(runs, benches, studies) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
-              "Train time is the wall clock the run measured. The meanflow default run and uaimf_2threads used 2 threads on an otherwise idle machine "
+              "Train time is the wall clock the run measured. The meanflow default run, uaimf_2threads and pmf_2threads used 2 threads on an otherwise idle machine "
               "(uaimf_2threads in an earlier session, when the machine ran the same step about a quarter slower than in the wall-clock table); all others "
               "(the other default runs and every comparison run) ran at one thread (`OMP_NUM_THREADS=1 taskset -c N`) beside other jobs, "
               "so their times overstate a 2-core run.", ""] + run_table(runs)
