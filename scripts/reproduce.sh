@@ -104,7 +104,7 @@ OMP_NUM_THREADS=2 python bench/compiled_step.py --json bench/out/compiled_step.j
 OMP_NUM_THREADS=2 python bench/compiled_step.py --data digits --json bench/out/compiled_step_digits.json
 OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wall_time.json  # alone on an idle machine
 python scripts/fd_draws.py runs/fm runs/pmf runs/pmf_7k runs/imf runs/imf_7k runs/alphaflow runs/alphaflow_no_cfg_seed1 runs/uaimf runs/uaimf_seed1 \
-  runs/uaimf_seed2 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf runs/dmf_lr_decay runs/dmf_no_guidance runs/tvm --json runs/fd_draws.json
+  runs/uaimf_seed2 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf runs/dmf_lr_decay runs/dmf_no_guidance runs/tvm runs/freeflow --json runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json
 fi
