@@ -21,7 +21,6 @@ teacher is fm.py's own default run, timed on its own row.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from flowcore import experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_MINUTES = 10.0
@@ -38,10 +39,7 @@ STEP_FLAGS = {"rectified_flow": ("steps", "distill_steps")}
 
 def recipe_defaults(recipe: str) -> argparse.Namespace:
     """The recipe's parsed defaults (its own ``parse([])``)."""
-    spec = importlib.util.spec_from_file_location(f"recipe_{recipe}", ROOT / "recipes" / f"{recipe}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.parse([])
+    return experiment.load_recipe(recipe).parse([])
 
 
 def run_recipe(recipe: str, steps: int, out: Path, extra: list[str]) -> tuple[float, float]:
@@ -68,6 +66,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--append", action="store_true", help="keep the rows already in --json (same threads and step counts) of recipes this run does not time")
     args = p.parse_args()
+    if args.append and args.json is None:
+        raise SystemExit("--append needs --json (the file whose rows it keeps)")
     if not 0 < args.short < args.long:
         raise SystemExit(f"need 0 < --short < --long, got {args.short} and {args.long}")
     recipes = args.recipes or sorted(f.stem for f in (ROOT / "recipes").glob("*.py"))

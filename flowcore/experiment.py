@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import importlib.util
 import os
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -263,6 +265,18 @@ def _train_default_teacher(data_name: str, out: Path, smoke: bool) -> None:
     print(f"no teacher checkpoint in {out}: training it first with {' '.join(cmd[1:])}", flush=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(_TORCHRUN_ENV)}
     subprocess.run(cmd, check=True, env=env)
+
+
+def load_recipe(name: str) -> types.ModuleType:
+    """The module of ``recipes/<name>.py`` (recipes are standalone scripts, not a package), for tools that
+    reuse a recipe's ``parse``, ``generators`` or ``model_options``."""
+    path = ROOT / "recipes" / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no recipe {name!r}: {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"flowcore_recipe_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def default_teacher_dir(data_name: str) -> Path:

@@ -58,9 +58,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def model_options(args: argparse.Namespace) -> dict:
+    """The network beyond the common flags: blocks [0, k) see t, the rest s."""
+    return {"decoupled_blocks": args.decoupled_blocks}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
-    run = experiment.setup(args, decoupled_blocks=args.decoupled_blocks)
+    run = experiment.setup(args, **model_options(args))
     dist, source, net = run.dist, run.source, run.net
     teacher = experiment.load_teacher(args.teacher, source, dist, smoke=args.smoke)
     if dataclasses.replace(run.model.config, decoupled_blocks=0) != teacher.config:

@@ -30,6 +30,26 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return experiment.finalize_args(p.parse_args(argv))
 
 
+def generators(teacher: torch.nn.Module, args: argparse.Namespace, source: experiment.Source) -> dict[str, experiment.Generator]:
+    """Euler 1/2/4/n and Heun n of the (CFG-guided on digits) velocity, n = --ode-steps (also used by scripts/fd_draws.py)."""
+    n_ode = ode_steps(args, source)
+    w = args.cfg if source.conditional else 1.0
+
+    def field(y: torch.Tensor | None) -> sampling.VelocityField:
+        if y is None:
+            return lambda z, t: teacher(z, t, t)
+        return sampling.velocity_of(guidance.guided(teacher, y, w, source.null_class))
+
+    out = {f"euler{n}": (lambda eps, y, n=n: sampling.euler(field(y), eps, uniform_grid(n))) for n in (1, 2, 4, n_ode)}
+    out[f"heun{n_ode}"] = lambda eps, y: sampling.heun(field(y), eps, uniform_grid(n_ode))
+    return out
+
+
+def ode_steps(args: argparse.Namespace, source: experiment.Source) -> int:
+    """--ode-steps, else 50 on digits and 100 on 2D."""
+    return args.ode_steps or (50 if source.conditional else 100)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     run = experiment.setup(args)
@@ -51,17 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
         train.close_distributed()
         return {}
     teacher = ema.averaged(args.ema).eval()
-    n_ode = args.ode_steps or (50 if source.conditional else 100)
-    w = args.cfg if source.conditional else 1.0
-
-    def field(y: torch.Tensor | None) -> sampling.VelocityField:
-        if y is None:
-            return lambda z, t: teacher(z, t, t)
-        return sampling.velocity_of(guidance.guided(teacher, y, w, source.null_class))
-
-    generators = {f"euler{n}": (lambda eps, y, n=n: sampling.euler(field(y), eps, uniform_grid(n))) for n in (1, 2, 4, n_ode)}
-    generators[f"heun{n_ode}"] = lambda eps, y: sampling.heun(field(y), eps, uniform_grid(n_ode))
-    results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
+    n_ode, w = ode_steps(args, source), args.cfg if source.conditional else 1.0
+    results, samples = experiment.evaluate(source, generators(teacher, args, source), n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history, {"recipe": "fm", "train_seconds": train_seconds, "steps": args.steps, "teacher_steps": n_ode, "cfg": w})
     train.close_distributed()
     return results

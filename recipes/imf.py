@@ -66,11 +66,26 @@ def conditions(omega: torch.Tensor, t_min: torch.Tensor, t_max: torch.Tensor) ->
     return torch.stack([guidance.guidance_feature(omega), t_min, t_max], dim=1)
 
 
+def model_options(args: argparse.Namespace) -> dict:
+    """The network beyond the common flags: (guidance, interval) inputs, the v-head, the embedded times, in-context tokens."""
+    return {"n_scalar_conds": 3, "aux_head": True, "time_inputs": TimeInputs(args.time_inputs), "conditioning": Conditioning.IN_CONTEXT}
+
+
+def generators(student: torch.nn.Module, args: argparse.Namespace, source: experiment.Source) -> dict[str, experiment.Generator]:
+    """1/2/4-NFE flow-map samplers of the u-head at (--omega, --t-min, --t-max) (also used by scripts/fd_draws.py)."""
+    def flow_map(y: torch.Tensor) -> sampling.FlowMap:
+        n = y.shape[0]
+        c = conditions(torch.full((n,), float(args.omega)), torch.full((n,), float(args.t_min)), torch.full((n,), float(args.t_max)))
+        return lambda z, t, s: student(z, t, s, y, c)[0]
+
+    return {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.data != experiment.DIGITS:
         raise SystemExit("improved MeanFlow is a class-conditional recipe: use --data digits")
-    run = experiment.setup(args, n_scalar_conds=3, aux_head=True, time_inputs=args.time_inputs, conditioning=Conditioning.IN_CONTEXT)
+    run = experiment.setup(args, **model_options(args))
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr, betas=(0.9, 0.95))
     path, t_dist, derivative = LinearPath(), LogitNormal(-0.4, 1.0), DirectionalDerivative(args.derivative)
@@ -103,14 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         train.close_distributed()
         return {}
     student = ema.averaged(args.ema).eval()
-
-    def flow_map(y: torch.Tensor) -> sampling.FlowMap:
-        n = y.shape[0]
-        c = conditions(torch.full((n,), args.omega), torch.full((n,), args.t_min), torch.full((n,), args.t_max))
-        return lambda z, t, s: student(z, t, s, y, c)[0]
-
-    generators = {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
-    results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
+    results, samples = experiment.evaluate(source, generators(student, args, source), n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history,
                              {"recipe": "imf", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value,
                               "omega": args.omega, "interval": [args.t_min, args.t_max]})

@@ -56,11 +56,25 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return experiment.finalize_args(p.parse_args(argv))
 
 
+def model_options(args: argparse.Namespace) -> dict:
+    """The network beyond the common flags: the guidance-scale input and the v-head."""
+    return {"n_scalar_conds": 1, "aux_head": True}
+
+
+def generators(student: torch.nn.Module, args: argparse.Namespace, source: experiment.Source) -> dict[str, experiment.Generator]:
+    """1/2/4-NFE flow-map samplers, u = (z - x_u)/clip(t) at guidance scale --omega (also used by scripts/fd_draws.py)."""
+    def flow_map(y: torch.Tensor) -> sampling.FlowMap:
+        c = guidance.guidance_feature(torch.full((y.shape[0],), float(args.omega)))[:, None]
+        return lambda z, t, s: targets.velocity_from_x_prediction(z, student(z, t, s, y, c)[0], t, args.t_floor)
+
+    return {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.data != experiment.DIGITS:
         raise SystemExit("pixel MeanFlow is a class-conditional image recipe: use --data digits")
-    run = experiment.setup(args, n_scalar_conds=1, aux_head=True)
+    run = experiment.setup(args, **model_options(args))
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr, betas=(0.9, 0.95))
     t_dist = Mixture((LogitNormal(0.0, 0.8), Uniform()), (1 - args.uniform_fraction, args.uniform_fraction))
@@ -94,14 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         train.close_distributed()
         return {}
     student = ema.averaged(args.ema).eval()
-
-    def flow_map(y: torch.Tensor) -> sampling.FlowMap:
-        omega = torch.full((y.shape[0],), args.omega)
-        c = guidance.guidance_feature(omega)[:, None]
-        return lambda z, t, s: targets.velocity_from_x_prediction(z, student(z, t, s, y, c)[0], t, args.t_floor)
-
-    generators = {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
-    results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
+    results, samples = experiment.evaluate(source, generators(student, args, source), n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history,
                              {"recipe": "pmf", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value, "omega": args.omega})
     train.close_distributed()

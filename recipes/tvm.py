@@ -52,21 +52,35 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def model_options(args: argparse.Namespace) -> dict:
+    """The network beyond the common flags: the CFG-scale input."""
+    return {"n_scalar_conds": 1}
+
+
+def flow_map(model: torch.nn.Module, y: torch.Tensor, w: torch.Tensor) -> sampling.FlowMap:
+    """The scaled parameterisation F = w G(z, t, s, y, 1 - 1/w)."""
+    c = guidance.guidance_feature(w)[:, None]
+    return lambda z, t, s: expand_time(w, z) * model(z, t, s, y, c)
+
+
+def generators(student: torch.nn.Module, args: argparse.Namespace, source: experiment.Source) -> dict[str, experiment.Generator]:
+    """1/2/4-NFE flow-map samplers at CFG scale --cfg (also used by scripts/fd_draws.py)."""
+    def generate(eps: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+        return sampling.flow_map_sample(flow_map(student, y, torch.full((y.shape[0],), float(args.cfg))), eps, uniform_grid(k))
+
+    return {f"{k}nfe": (lambda eps, y, k=k: generate(eps, y, k)) for k in (1, 2, 4)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.data != experiment.DIGITS:
         raise SystemExit("this TVM recipe is class-conditional with CFG as an input: use --data digits")
-    run = experiment.setup(args, n_scalar_conds=1)
+    run = experiment.setup(args, **model_options(args))
     composite_layer_norms(run.model)  # exact gradients through the JVP (torch's fused layer_norm gets them wrong)
     run = dataclasses.replace(run, ema=train.EMA(run.model, (args.ema, args.ema_target)))
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr, betas=(0.9, 0.95))
     path, derivative, s_dist = LinearPath(), DirectionalDerivative(args.derivative), LogitNormal(-0.4, 1.0)
-
-    def flow_map(model: torch.nn.Module, y: torch.Tensor, w: torch.Tensor) -> sampling.FlowMap:
-        """The scaled parameterisation F = w G(z, t, s, y, 1 - 1/w)."""
-        c = guidance.guidance_feature(w)[:, None]
-        return lambda z, t, s: expand_time(w, z) * model(z, t, s, y, c)
 
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = source.batch(args.batch // dist.world_size)
@@ -97,12 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         train.close_distributed()
         return {}
     student = ema.averaged(args.ema).eval()
-
-    def generate(eps: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-        return sampling.flow_map_sample(flow_map(student, y, torch.full((y.shape[0],), args.cfg)), eps, uniform_grid(k))
-
-    generators = {f"{k}nfe": (lambda eps, y, k=k: generate(eps, y, k)) for k in (1, 2, 4)}
-    results, samples = experiment.evaluate(source, generators, n=args.eval_samples, seed=args.seed)
+    results, samples = experiment.evaluate(source, generators(student, args, source), n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history,
                              {"recipe": "tvm", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value,
                               "cfg": args.cfg, "cfg_weight": not args.no_cfg_weight})

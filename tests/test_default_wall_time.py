@@ -34,7 +34,8 @@ def test_recipe_defaults_read_each_recipes_own_step_count():
 
 
 @pytest.mark.parametrize("flags,message", [(["--short", "50", "--long", "50"], "need 0 < --short < --long"),
-                                           (["--recipes", "no_such_recipe"], "no such recipes")])
+                                           (["--recipes", "no_such_recipe"], "no such recipes"),
+                                           (["--append"], "--append needs --json")])
 def test_bad_flags_are_refused_by_name(flags, message):
     out = subprocess.run([sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, check=False)
     assert out.returncode != 0 and message in out.stderr
@@ -47,3 +48,10 @@ def test_every_default_run_fits_ten_minutes(tmp_path):
     subprocess.run([sys.executable, str(SCRIPT), "--json", str(out)], check=True)
     over = {r["recipe"]: round(r["projected_minutes"], 1) for r in json.loads(out.read_text())["rows"] if not r["within_budget"]}
     assert not over
+
+
+def test_load_recipe_names_a_missing_recipe():
+    from flowcore import experiment
+    with pytest.raises(FileNotFoundError, match="no recipe 'no_such_recipe'"):
+        experiment.load_recipe("no_such_recipe")
+    assert experiment.load_recipe("tvm").parse([]).steps == load_recipe("tvm").parse([]).steps
