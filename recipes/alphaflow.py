@@ -18,8 +18,9 @@ it measured (1-NFE FD after 7000 steps; the FM teacher's 50-step FD: 0.78; READM
     training-time CFG, omega 1.5, kappa 0.5 (the paper's), seed 0        4.08
     no training-time CFG (default), seeds 0 / 1                          1.38 / 1.70
     no CFG, p = 0.5, lr decay 0.3, seed 0                                1.86
+    no CFG, 10000 steps, seed 0                                          1.42
 
-(the default's seeds 0 / 1 as means of 5 noise draws, scripts/fd_draws.py: 1.58 / 1.68; the teacher's: 0.99)
+(as means of 5 noise draws, scripts/fd_draws.py: the default's seeds 0 / 1 1.58 / 1.68, 10000 steps 1.58; the teacher's: 0.99)
 
     python recipes/alphaflow.py                              # digits
     python recipes/alphaflow.py --omega 1.5 --kappa 0.5 --out runs/alphaflow_paper   # the paper's training-time CFG

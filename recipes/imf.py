@@ -13,7 +13,8 @@ used only in training). Following the official code:
 omega_max defaults to 4 on digits (the official 1 + 7 is an ImageNet value); label-dropped rows keep
 their omega input, as in the official code. Two defaults differ from the paper, as in recipes/pmf.py
 and measured on digits (README, imf rows): p = 0, the plain squared error, instead of the adaptive
-weight's p = 1 (1-NFE FD 1.59; 3.01 with p = 1, though that run also had --lr-decay 0.3; both 7000 steps), and
+weight's p = 1 (1-NFE FD 1.59; 3.01 with p = 1, though that run also had --lr-decay 0.3; both 7000 steps;
+2.23 with p = 0.5 and --lr-decay 0.3 at 5000 steps), and
 sampling at omega = 1. --p 1 --omega 1.5 restores the paper's choices. The default trains 5000 steps, cut from 7000
 to fit the 10-minute budget (bench/default_wall_time.py: 107.5 ms per step on 2 threads); the imf_* comparison
 runs ran 7000 steps, beside imf_7k.

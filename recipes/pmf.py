@@ -24,6 +24,9 @@ choices. The default trains 5000 steps, cut from 7000 to fit the 10-minute budge
 per step on 2 threads); its 1-NFE FD is 1.18 on the evaluation's noise draw and 1.25 as the mean of 5 draws
 (scripts/fd_draws.py), against 1.06 and 1.17 after 7000 steps.
 
+--prediction v (or eps) keeps everything else and makes the heads output velocities (or noise), the
+ablation behind pMF's choice of x-prediction (x- vs u/v-prediction at 1 NFE; README claims, run pmf_v).
+
     python recipes/pmf.py                  # the main job: digits, 1-NFE samples in runs/pmf/
     python recipes/pmf.py --derivative fd
 """
@@ -47,7 +50,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end (default: %(default)s)")
     p.add_argument("--equal-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
     p.add_argument("--uniform-fraction", type=float, default=0.1, help="fraction of times drawn uniformly instead of logit-normal (default: %(default)s)")
-    p.add_argument("--t-floor", type=float, default=0.05, help="clip of t in u = (z - x)/t (default: %(default)s)")
+    p.add_argument("--prediction", type=targets.Prediction, choices=list(targets.Prediction), default=targets.Prediction.X,
+                   help="what the two heads output: x (pMF), or eps / v, the ablation of that choice (default: %(default)s)")
+    p.add_argument("--t-floor", type=float, default=0.05, help="clip of t in u = (z - x)/t, of 1 - t for eps (default: %(default)s)")
     p.add_argument("--omega-max", type=float, default=4.0, help="largest training guidance scale (default: %(default)s)")
     p.add_argument("--omega", type=float, default=1.0, help="guidance scale for sampling; 1 = unguided, the best 1-NFE FD of the README's pmf_w sweeps (default: %(default)s)")
     p.add_argument("--label-drop", type=float, default=0.1, help="label dropout (default: %(default)s)")
@@ -62,10 +67,13 @@ def model_options(args: argparse.Namespace) -> dict:
 
 
 def generators(student: torch.nn.Module, args: argparse.Namespace, source: experiment.Source) -> dict[str, experiment.Generator]:
-    """1/2/4-NFE flow-map samplers, u = (z - x_u)/clip(t) at guidance scale --omega (also used by scripts/fd_draws.py)."""
+    """1/2/4-NFE flow-map samplers of the u-head (u = (z - x_u)/clip(t) under x-prediction) at guidance scale --omega
+    (also used by scripts/fd_draws.py)."""
+    prediction = targets.Prediction(args.prediction)
+
     def flow_map(y: torch.Tensor) -> sampling.FlowMap:
         c = guidance.guidance_feature(torch.full((y.shape[0],), float(args.omega)))[:, None]
-        return lambda z, t, s: targets.velocity_from_x_prediction(z, student(z, t, s, y, c)[0], t, args.t_floor)
+        return lambda z, t, s: targets.velocity_from_prediction(prediction, z, student(z, t, s, y, c)[0], t, args.t_floor)
 
     return {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
 
@@ -81,16 +89,17 @@ def main(argv: list[str] | None = None) -> dict:
     path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
 
     def velocities(z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, y: torch.Tensor, omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(u, v) from the two x-prediction heads."""
-        x_u, x_v = net(z, t, s, y, guidance.guidance_feature(omega)[:, None])
-        return targets.velocity_from_x_prediction(z, x_u, t, args.t_floor), targets.velocity_from_x_prediction(z, x_v, t, args.t_floor)
+        """(u, v) from the two heads (x-prediction unless --prediction says otherwise)."""
+        out_u, out_v = net(z, t, s, y, guidance.guidance_feature(omega)[:, None])
+        return (targets.velocity_from_prediction(args.prediction, z, out_u, t, args.t_floor),
+                targets.velocity_from_prediction(args.prediction, z, out_v, t, args.t_floor))
 
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = source.batch(args.batch // dist.world_size)
         n = x.shape[0]
         t, s = sample_pairs(n, t_dist, equal_fraction=args.equal_fraction, equal_before_sort=True)
-        z, _ = sample_path(path, x, torch.randn_like(x), t)
-        v_t = targets.velocity_from_x_prediction(z, x, t, args.t_floor)
+        z, v_path = sample_path(path, x, torch.randn_like(x), t)
+        v_t = targets.velocity_from_x_prediction(z, x, t, args.t_floor) if args.prediction is targets.Prediction.X else v_path
         y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
         omega = torch.where(dropped, torch.ones(n), guidance.sample_guidance_scale(n, args.omega_max))
         with torch.no_grad():

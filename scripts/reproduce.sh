@@ -42,6 +42,8 @@ python recipes/scm.py --steps 6000 --out runs/scm_6k
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf_7k runs/pmf_w$w && python recipes/pmf.py --steps 7000 --out runs/pmf_w$w --resume --omega $w; done
 python recipes/pmf.py --steps 7000 --p 1 --out runs/pmf_adaptive
 rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --steps 7000 --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
+python recipes/pmf.py --prediction v --out runs/pmf_v
+python recipes/alphaflow.py --steps 10000 --out runs/alphaflow_10k
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
 # comparison runs behind the README's paper-claims table
 python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper
@@ -51,6 +53,7 @@ OMP_NUM_THREADS=2 python recipes/pmf.py --out runs/pmf_2threads   # alone on an 
 rm -rf runs/imf_w1.5 && cp -r runs/imf_7k runs/imf_w1.5 && python recipes/imf.py --steps 7000 --out runs/imf_w1.5 --resume --omega 1.5
 python recipes/imf.py --steps 7000 --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
 python recipes/imf.py --steps 7000 --lr-decay 0.3 --out runs/imf_lr_decay
+python recipes/imf.py --p 0.5 --lr-decay 0.3 --out runs/imf_p0.5_lr_decay
 python recipes/dmf.py --steps 4000 --omega 0 --out runs/dmf_no_guidance
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg
@@ -75,17 +78,19 @@ python recipes/scm.py --steps 6000 --no-tangent-norm --tangent-warmup 0 --out ru
 python recipes/scm.py --steps 6000 --no-teacher-init --out runs/scm_fresh
 python recipes/scm.py --steps 6000 --no-teacher-init --no-tangent-norm --tangent-warmup 0 --out runs/scm_fresh_unstabilised
 python recipes/freeflow.py --no-correction --out runs/freeflow_no_correction
-python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --out runs/freeflow_4k_lr_decay
-python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --p 0.5 --out runs/freeflow_4k_p0.5_lr_decay
-python recipes/freeflow.py --lr 3e-4 --lr-decay 0.3 --out runs/freeflow_lr3e-4_lr_decay
-python recipes/freeflow.py --steps 4000 --lr-decay 0.3 --lr 1.5e-4 --out runs/freeflow_4k_lr1.5e-4_lr_decay
+python recipes/freeflow.py --steps 4000 --batch 128 --derivative jvp --out runs/freeflow_4k_lr_decay
+python recipes/freeflow.py --steps 4000 --batch 128 --derivative jvp --p 0.5 --out runs/freeflow_4k_p0.5_lr_decay
+python recipes/freeflow.py --steps 2000 --batch 128 --derivative jvp --lr 3e-4 --out runs/freeflow_lr3e-4_lr_decay
+python recipes/freeflow.py --steps 4000 --out runs/freeflow_b64_fd_4k_lr_decay
+python recipes/freeflow.py --steps 2000 --batch 128 --derivative jvp --lr-decay 0 --out runs/freeflow_2k
+python recipes/freeflow.py --steps 4000 --batch 128 --derivative jvp --lr 1.5e-4 --out runs/freeflow_4k_lr1.5e-4_lr_decay
 python recipes/dmf.py --steps 4000 --lr-decay 0.3 --out runs/dmf_lr_decay
 python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --attraction 1.5 --out runs/drifting_checkerboard_attraction1.5
 python recipes/cm.py --data checkerboard --out runs/cm_checkerboard
 python recipes/cm.py --data checkerboard --no-teacher-init --out runs/cm_fresh_checkerboard
-python recipes/freeflow.py --data checkerboard --steps 6000 --lr 3e-4 --out runs/freeflow_checkerboard
+python recipes/freeflow.py --data checkerboard --steps 6000 --batch 128 --lr 3e-4 --lr-decay 0 --derivative jvp --out runs/freeflow_checkerboard
 # studies (each writes its own table; the latent_forcing and unified_latents default runs are members of theirs)
 python scripts/repa_steps_to_fd.py
 python scripts/latent_forcing_ablation.py

@@ -43,6 +43,8 @@ RUNS = {
     "imf_adaptive_lr_decay (comparison)": ROOT / "runs/imf_adaptive_lr_decay/metrics.json",
     # iMF's defaults with a decaying learning rate (--lr-decay 0.3, as pmf)
     "imf_lr_decay (comparison)": ROOT / "runs/imf_lr_decay/metrics.json",
+    # iMF's defaults (5000 steps) with the adaptive weight at p = 0.5 and --lr-decay 0.3
+    "imf_p0.5_lr_decay (comparison)": ROOT / "runs/imf_p0.5_lr_decay/metrics.json",
     # MeanFlow and UAIMF on digits without training-time CFG (--omega 1 --kappa 0; AlphaFlow's default); the UAIMF runs here and in
     # the next entry have p = 1 (or 0, as named) and a constant learning rate, uaimf.py's defaults until they changed
     **{f"{r}_no_cfg (comparison)": ROOT / f"runs/{r}_no_cfg/metrics.json" for r in ("meanflow_digits", "uaimf")},
@@ -67,6 +69,9 @@ RUNS = {
     "dmf_lr_decay (comparison)": ROOT / "runs/dmf_lr_decay/metrics.json",
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "freeflow_4k_lr_decay", "freeflow_4k_p0.5_lr_decay", "freeflow_4k_lr1.5e-4_lr_decay", "freeflow_lr3e-4_lr_decay")},
+    # FreeFlow's present defaults (batch 64, finite-difference dF/ds, lr decay 0.3) for 4000 steps instead of 5000, run before its
+    # Adam was fused; and FreeFlow's earlier default (2000 steps, batch 128, JVP, constant lr), run before the same change
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("freeflow_b64_fd_4k_lr_decay", "freeflow_2k")},
     # MeanFlow on the checkerboard with the paper's settings, the 2D defaults before they changed (--p 1 --uniform-fraction 0 --lr-decay 0
     # --fourier-features 0); those settings on 64 random Fourier features of the input; the 2D defaults without the Fourier features,
     # and also with s = t on half the rows (these at 12000 steps, not compiled); the 2D defaults on seeds 1 and 2 (the default run,
@@ -103,6 +108,10 @@ RUNS = {
     # pMF with iMF's adaptive weight (p = 1) at omega 1 and at the paper's sampling omega 1.5
     "pmf_adaptive (comparison)": ROOT / "runs/pmf_adaptive/metrics.json",
     "pmf_adaptive_w1.5 (comparison)": ROOT / "runs/pmf_adaptive_w1.5/metrics.json",
+    # AlphaFlow's default for 10000 steps (the curriculum laid over them)
+    "alphaflow_10k (comparison)": ROOT / "runs/alphaflow_10k/metrics.json",
+    # pMF with heads that output the velocities (u, v) instead of images, everything else the default's
+    "pmf_v (comparison)": ROOT / "runs/pmf_v/metrics.json",
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }
@@ -318,6 +327,10 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
         claim("MeanFlow's adaptive weight w = 1/(sg(L) + c)^p with p = 1 beats the plain squared error (p = 0)",
               "`pmf_adaptive` (p = 1) vs `pmf_7k` (p = 0), 7000 steps each, both sampled at omega 1",
               f"1/2/4 NFE: {_series(a['results'], NFE)} vs {_series(r['results'], NFE)}", a["results"]["1nfe"]["fd"] < MARGIN * r["results"]["1nfe"]["fd"])
+    if (r := runs.get("pmf (digits)")) and (o := get("pmf_v")):
+        claim("pMF: x-prediction beats u- and v-prediction (heads that output velocities) at 1 NFE, the same recipe otherwise",
+              f"`pmf` vs `pmf_v`, {r['steps']} vs {o['steps']} steps", f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(o['results'], NFE)}",
+              r["results"]["1nfe"]["fd"] < MARGIN * o["results"]["1nfe"]["fd"])
     if (r := get("dmf")) and mf:
         res = r["results"]
         claim("DMF converted from FM reaches 1-NFE quality sooner than MeanFlow from scratch", f"`dmf` ({r['steps']} fine-tuning steps) vs `meanflow_digits` ({mf['steps']} steps)",

@@ -13,13 +13,14 @@ from tests.recipe_checks import ROOT, load_script, run_env
 SCRIPT = ROOT / "scripts" / "fd_draws.py"
 
 
-@pytest.mark.parametrize("recipe", ["fm", "uaimf", "pmf", "imf", "tvm", "dmf", "freeflow"])
-def test_first_draw_is_the_recipes_own_fd(recipe, tmp_path):
+@pytest.mark.parametrize(("recipe", "extra"), [("fm", []), ("uaimf", []), ("pmf", []), ("pmf", ["--prediction", "v"]), ("imf", []),
+                                               ("tvm", []), ("dmf", []), ("freeflow", [])])
+def test_first_draw_is_the_recipes_own_fd(recipe, extra, tmp_path):
     """Rebuilding the network from config.json and the checkpoint and sampling it through the recipe's own
     generators gives, on draw 0, the FD the recipe wrote (a network built without the recipe's model options
     would not load; a wrong guidance input or parameterisation would not match)."""
     out = tmp_path / recipe
-    subprocess.run([sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "--smoke", "--steps", "3", "--out", str(out)],
+    subprocess.run([sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "--smoke", "--steps", "3", "--out", str(out), *extra],
                    check=True, capture_output=True, env=run_env())
     fd_draws = load_script("fd_draws")
     generators, config = fd_draws.load_run(out)

@@ -242,7 +242,7 @@ def _data_loaders_raise(monkeypatch) -> list:
     return calls
 
 
-@pytest.mark.parametrize("extra", [[], ["--data", "checkerboard", "--no-correction", "--derivative", "fd"]])
+@pytest.mark.parametrize("extra", [[], ["--data", "checkerboard", "--no-correction", "--derivative", "jvp"]])
 def test_freeflow_training_loads_no_data(extra, tmp_path, monkeypatch):
     calls = _data_loaders_raise(monkeypatch)
     with pytest.raises(AssertionError, match="touched the data"):  # the guard works: the data-based source does read
