@@ -96,14 +96,15 @@ def build_model(
     decoupled_blocks: int = 0,
     fourier_features: int = 0,
     fourier_scale: float = 1.0,
+    conds_in_input: bool = False,
 ) -> nn.Module:
     """The recipes' default networks: a residual MLP on flattened data (optionally on random Fourier
-    features of it), or a small DiT for images."""
+    features of it, optionally with the scalar conditions beside it), or a small DiT for images."""
     if kind is ModelKind.DIT:
         if source.name != DIGITS:
             raise ValueError("the DiT needs image data: use --data digits or --model mlp")
-        if fourier_features:
-            raise ValueError("Fourier input features are an MLP option: drop --fourier-features or use --model mlp")
+        if fourier_features or conds_in_input:
+            raise ValueError("Fourier input features and conditions in the input are MLP options: use --model mlp")
         return DiT(DiTConfig(width=width, depth=depth, num_classes=source.num_classes, n_scalar_conds=n_scalar_conds,
                              time_inputs=time_inputs, conditioning=conditioning, aux_head=aux_head, decoupled_blocks=decoupled_blocks))
     dim = 1
@@ -111,7 +112,7 @@ def build_model(
         dim *= d
     return MLP(MLPConfig(dim=dim, width=width, depth=depth, num_classes=source.num_classes, n_scalar_conds=n_scalar_conds,
                          time_inputs=time_inputs, aux_head=aux_head, decoupled_blocks=decoupled_blocks,
-                         fourier_features=fourier_features, fourier_scale=fourier_scale))
+                         fourier_features=fourier_features, fourier_scale=fourier_scale, conds_in_input=conds_in_input))
 
 
 DEFAULT_WIDTH = {DIGITS: 512}

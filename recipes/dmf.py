@@ -17,7 +17,8 @@ with model guidance v_g = v + omega (F(z, t, t | y) - F(z, t, t | null)) (the tr
 gradient) for t in [g_min, g_max] on rows that kept their label (10% label dropout), whose fixed point is
 CFG of scale 1 / (1 - omega). Sampling: flow-map jumps on a uniform grid, 1/2/4 NFE, no CFG at sampling.
 The default fine-tunes 3700 steps, cut from 4000 to fit the 10-minute budget (bench/default_wall_time.py: 149.5 ms
-per step on 2 threads); the dmf_* comparison runs fine-tuned 4000 steps, beside dmf_4k.
+per step on 2 threads); the dmf_* comparison runs fine-tuned 4000 steps, beside dmf_4k, except dmf_k2 (half the
+blocks on t: 1-NFE FD 1.84, mean of 5 draws 2.08) and dmf_lr1e-3 (2.05 / 2.23), which fine-tuned 3700.
 
     python recipes/dmf.py                       # digits; trains/uses the FM teacher in runs/fm
     python recipes/dmf.py --teacher runs/fm/checkpoint.safetensors --derivative fd

@@ -43,7 +43,10 @@ for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf_7k runs/pmf_w$w && p
 python recipes/pmf.py --steps 7000 --p 1 --out runs/pmf_adaptive
 rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --steps 7000 --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
 python recipes/pmf.py --prediction v --out runs/pmf_v
+python recipes/pmf.py --width 384 --steps 8000 --out runs/pmf_w384_8k
 python recipes/alphaflow.py --steps 10000 --out runs/alphaflow_10k
+python recipes/dmf.py --decoupled-blocks 2 --out runs/dmf_k2
+python recipes/dmf.py --lr 1e-3 --out runs/dmf_lr1e-3
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
 # comparison runs behind the README's paper-claims table
 python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper
@@ -91,6 +94,10 @@ python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-
 python recipes/cm.py --data checkerboard --out runs/cm_checkerboard
 python recipes/cm.py --data checkerboard --no-teacher-init --out runs/cm_fresh_checkerboard
 python recipes/freeflow.py --data checkerboard --steps 6000 --batch 128 --lr 3e-4 --lr-decay 0 --derivative jvp --out runs/freeflow_checkerboard
+python recipes/metaflow.py --no-cond-input --p-diagonal 0.5 --p-consistency 1 --lr-decay 0 --power 2 --fourier-features 64 --out runs/metaflow_fourier64
+python recipes/metaflow.py --no-cond-input --p-diagonal 0 --p-consistency 0 --lr-decay 0.3 --power 2 --out runs/metaflow_p0_lr_decay
+python recipes/metaflow.py --cond-input --p-diagonal 0 --p-consistency 0 --lr-decay 0.3 --power 2 --out runs/metaflow_cond_input_p0_lr_decay
+python recipes/metaflow.py --cond-input --p-diagonal 0.5 --p-consistency 1 --lr-decay 0 --power 1 --out runs/metaflow_cond_input_power1
 # studies (each writes its own table; the latent_forcing and unified_latents default runs are members of theirs)
 python scripts/repa_steps_to_fd.py
 python scripts/latent_forcing_ablation.py

@@ -101,17 +101,25 @@ RUNS = {
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("uaimf_ema0.9995", "alphaflow_no_cfg_ema0.9995")},
     # Latent Forcing's cascaded k = 4 run re-evaluated with 60 sampling steps (30 per phase) instead of 20
     "latent_forcing_k4_ode60 (re-evaluated)": ROOT / "runs/latent_forcing_k4_ode60/metrics.json",
-    # Meta Flow Maps on 64 random Fourier features of the input
+    # Meta Flow Maps without (c, z_c) in the MLP's input layer (the earlier default), on 64 random Fourier features of the input
     "metaflow_fourier64 (comparison)": ROOT / "runs/metaflow_fourier64/metrics.json",
+    # Meta Flow Maps without (c, z_c) in the input layer, with the plain squared error in both terms and lr decay 0.3; the default
+    # with those loss settings, or with c drawn as 1 - U (--power 1)
+    **{f"metaflow_{r} (comparison)": ROOT / f"runs/metaflow_{r}/metrics.json" for r in (
+        "p0_lr_decay", "cond_input_p0_lr_decay", "cond_input_power1")},
     # pmf_7k's weights (the 7000-step default of the time) sampled at other guidance scales (--resume --omega W)
     **{f"pmf_w{w} (re-evaluated)": ROOT / f"runs/pmf_w{w}/metrics.json" for w in ("1.25", "1.5")},
     # pMF with iMF's adaptive weight (p = 1) at omega 1 and at the paper's sampling omega 1.5
     "pmf_adaptive (comparison)": ROOT / "runs/pmf_adaptive/metrics.json",
     "pmf_adaptive_w1.5 (comparison)": ROOT / "runs/pmf_adaptive_w1.5/metrics.json",
+    # DMF with half the blocks on t (--decoupled-blocks 2 of 4), and at twice the learning rate (--lr 1e-3)
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("dmf_k2", "dmf_lr1e-3")},
     # AlphaFlow's default for 10000 steps (the curriculum laid over them)
     "alphaflow_10k (comparison)": ROOT / "runs/alphaflow_10k/metrics.json",
     # pMF with heads that output the velocities (u, v) instead of images, everything else the default's
     "pmf_v (comparison)": ROOT / "runs/pmf_v/metrics.json",
+    # pMF at width 384 for 8000 steps (about the default's time), run with a fused Adam step
+    "pmf_w384_8k (comparison)": ROOT / "runs/pmf_w384_8k/metrics.json",
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }

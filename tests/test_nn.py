@@ -103,6 +103,30 @@ def test_mlp_on_fourier_features_closed_form_and_exact_jvp():
         MLPConfig(dim=2, fourier_features=-1)
 
 
+def test_mlp_with_conditions_in_its_input_layer():
+    """conds_in_input: the input layer reads [z, c], so with every adaLN modulation and the condition
+    embeddings cut off (zeroed) the output still moves with c, and equals the closed form of that path;
+    the exact JVP (also along c) matches central differences; the option needs conditions."""
+    torch.manual_seed(0)
+    model = perturb(small_mlp(n_scalar_conds=3, conds_in_input=True).double())
+    assert model.input.in_features == 64 + 3
+    assert_jvp_matches_central_difference(small_mlp(n_scalar_conds=3, conds_in_input=True))
+    with torch.no_grad():
+        for block in model.blocks:
+            block.modulation.weight.zero_()
+            block.modulation.bias.zero_()
+        for p_ in model.embed.parameters():
+            p_.zero_()
+    z, t, c = torch.randn(B, 64, dtype=torch.float64), torch.rand(B, dtype=torch.float64), torch.randn(B, 3, dtype=torch.float64)
+    out, out_shifted = model(z, t, t, None, c), model(z, t, t, None, c + 1.0)
+    assert (out - out_shifted).norm() > 1e-3 * out.norm()
+    cond = torch.zeros(B, model.config.cond_width, dtype=torch.float64)  # SiLU of the zeroed embeddings
+    h = model.input(torch.cat([z, c], dim=1))  # blocks with zero modulation are the identity
+    torch.testing.assert_close(out, model.head(h, cond))
+    with pytest.raises(ValueError, match="conds_in_input"):
+        MLPConfig(dim=2, conds_in_input=True)
+
+
 @pytest.mark.parametrize("aux_head", [False, True])
 @pytest.mark.parametrize("conditioning", list(Conditioning))
 def test_dit_jvp_equals_central_difference_with_auto_attention(conditioning, aux_head):

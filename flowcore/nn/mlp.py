@@ -23,7 +23,10 @@ class MLPConfig:
     second output from the shared trunk (iMF's v-head); decoupled_blocks: k > 0 conditions blocks
     [0, k) on t and blocks [k, depth) plus the output layer on s (Decoupled MeanFlow, see
     ``conditioning.decoupled_conditions``), 0 = off; fourier_features n > 0 feeds the input layer
-    [z, sin(2 pi z B), cos(2 pi z B)] with a fixed B (dim, n) ~ N(0, fourier_scale^2) (``FourierInput``)."""
+    [z, sin(2 pi z B), cos(2 pi z B)] with a fixed B (dim, n) ~ N(0, fourier_scale^2) (``FourierInput``);
+    conds_in_input also feeds the scalar conditions c to the input layer, beside z (Meta Flow Maps: a
+    conditioning state z_c that the output depends on as sharply as on z enters the trunk as z does,
+    not only through the adaLN modulation)."""
 
     dim: int
     width: int = 512
@@ -36,6 +39,7 @@ class MLPConfig:
     decoupled_blocks: int = 0
     fourier_features: int = 0
     fourier_scale: float = 1.0
+    conds_in_input: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dim", "width", "depth", "cond_width"):
@@ -49,6 +53,8 @@ class MLPConfig:
         if not isinstance(self.time_inputs, TimeInputs):
             raise TypeError(f"MLPConfig: time_inputs must be a TimeInputs, got {self.time_inputs!r}")
         check_decoupled_blocks("MLPConfig", self.decoupled_blocks, self.depth, self.time_inputs)
+        if self.conds_in_input and self.n_scalar_conds == 0:
+            raise ValueError("MLPConfig: conds_in_input needs scalar conditions (n_scalar_conds > 0)")
 
 
 class FourierInput(nn.Module):
@@ -103,7 +109,7 @@ class MLP(nn.Module):
         width, cond_width = config.width, config.cond_width
         self.embed = ConditionEmbeddings(cond_width, config.time_inputs, config.num_classes, config.n_scalar_conds)
         self.features = FourierInput(config.dim, config.fourier_features, config.fourier_scale) if config.fourier_features else None
-        self.input = nn.Linear(config.dim + 2 * config.fourier_features, width)
+        self.input = nn.Linear(config.dim + 2 * config.fourier_features + (config.n_scalar_conds if config.conds_in_input else 0), width)
         self.blocks = nn.ModuleList(ResidualBlock(width, cond_width) for _ in range(config.depth))
         self.head = AdaptiveOutput(width, cond_width, config.dim)
         self.aux = AdaptiveOutput(width, cond_width, config.dim) if config.aux_head else None
@@ -121,7 +127,10 @@ class MLP(nn.Module):
         else:
             cond_early, cond = (nn.functional.silu(e.sum(dim=1)) for e in decoupled_conditions(self.embed, t, s, y, c))
         flat = z.reshape(z.shape[0], cfg.dim)
-        h = self.input(flat if self.features is None else self.features(flat))
+        inputs = flat if self.features is None else self.features(flat)
+        if cfg.conds_in_input:
+            inputs = torch.cat([inputs, c.to(inputs.dtype)], dim=1)
+        h = self.input(inputs)
         for i, block in enumerate(self.blocks):
             h = block(h, cond_early if i < k else cond)
         out = self.head(h, cond).reshape(z.shape)
