@@ -13,7 +13,7 @@ from tests.recipe_checks import ROOT, load_script, run_env
 SCRIPT = ROOT / "scripts" / "fd_draws.py"
 
 
-@pytest.mark.parametrize(("recipe", "extra"), [("fm", []), ("uaimf", []), ("pmf", []), ("pmf", ["--prediction", "v"]), ("imf", []),
+@pytest.mark.parametrize(("recipe", "extra"), [("fm", []), ("uaimf", []), ("pmf", []), ("pmf", ["--prediction", "v"]), ("pmf", ["--prediction", "eps"]), ("imf", []),
                                                ("tvm", []), ("dmf", []), ("freeflow", [])])
 def test_first_draw_is_the_recipes_own_fd(recipe, extra, tmp_path):
     """Rebuilding the network from config.json and the checkpoint and sampling it through the recipe's own
