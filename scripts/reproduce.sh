@@ -34,16 +34,20 @@ python recipes/uaimf.py --ema 0.9995 --out runs/uaimf_ema0.9995
 python recipes/alphaflow.py --omega 1 --kappa 0 --ema 0.9995 --out runs/alphaflow_no_cfg_ema0.9995
 python recipes/pmf.py --out runs/pmf
 # the defaults before their step counts were cut to fit 10 minutes (bench/default_wall_time.py), and the comparison runs made at those counts
-python recipes/pmf.py --steps 7000 --out runs/pmf_7k
+python recipes/pmf.py --derivative jvp --steps 7000 --out runs/pmf_7k
 python recipes/imf.py --steps 7000 --out runs/imf_7k
 python recipes/tvm.py --steps 5000 --out runs/tvm_5k
 python recipes/dmf.py --steps 4000 --out runs/dmf_4k
 python recipes/scm.py --steps 6000 --out runs/scm_6k
-for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf_7k runs/pmf_w$w && python recipes/pmf.py --steps 7000 --out runs/pmf_w$w --resume --omega $w; done
-python recipes/pmf.py --steps 7000 --p 1 --out runs/pmf_adaptive
-rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --steps 7000 --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
-python recipes/pmf.py --prediction v --out runs/pmf_v
-python recipes/pmf.py --width 384 --steps 8000 --out runs/pmf_w384_8k
+for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf_7k runs/pmf_w$w && python recipes/pmf.py --derivative jvp --steps 7000 --out runs/pmf_w$w --resume --omega $w; done
+python recipes/pmf.py --derivative jvp --steps 7000 --p 1 --out runs/pmf_adaptive
+rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --derivative jvp --steps 7000 --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
+python recipes/pmf.py --derivative jvp --prediction v --out runs/pmf_v
+python recipes/pmf.py --derivative jvp --out runs/pmf_jvp
+python recipes/pmf.py --steps 7000 --out runs/pmf_fd_7k
+python recipes/uaimf.py --derivative fd --out runs/uaimf_fd
+python recipes/dmf.py --derivative fd --steps 6500 --out runs/dmf_fd_6500
+python recipes/pmf.py --derivative jvp --width 384 --steps 8000 --out runs/pmf_w384_8k
 python recipes/alphaflow.py --steps 10000 --out runs/alphaflow_10k
 python recipes/dmf.py --decoupled-blocks 2 --out runs/dmf_k2
 python recipes/dmf.py --lr 1e-3 --out runs/dmf_lr1e-3
@@ -52,7 +56,7 @@ for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow
 python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper
 for seed in 1 2; do python recipes/uaimf.py --seed $seed --out runs/uaimf_seed$seed; done
 OMP_NUM_THREADS=2 python recipes/uaimf.py --out runs/uaimf_2threads
-OMP_NUM_THREADS=2 python recipes/pmf.py --out runs/pmf_2threads   # alone on an idle machine: the wall-clock projection's check
+OMP_NUM_THREADS=2 python recipes/pmf.py --derivative jvp --out runs/pmf_2threads   # alone on an idle machine: the wall-clock projection's check
 rm -rf runs/imf_w1.5 && cp -r runs/imf_7k runs/imf_w1.5 && python recipes/imf.py --steps 7000 --out runs/imf_w1.5 --resume --omega 1.5
 python recipes/imf.py --steps 7000 --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
 python recipes/imf.py --steps 7000 --lr-decay 0.3 --out runs/imf_lr_decay
@@ -98,6 +102,10 @@ python recipes/metaflow.py --no-cond-input --p-diagonal 0.5 --p-consistency 1 --
 python recipes/metaflow.py --no-cond-input --p-diagonal 0 --p-consistency 0 --lr-decay 0.3 --power 2 --out runs/metaflow_p0_lr_decay
 python recipes/metaflow.py --cond-input --p-diagonal 0 --p-consistency 0 --lr-decay 0.3 --power 2 --out runs/metaflow_cond_input_p0_lr_decay
 python recipes/metaflow.py --cond-input --p-diagonal 0.5 --p-consistency 1 --lr-decay 0 --power 1 --out runs/metaflow_cond_input_power1
+python recipes/metaflow.py --prediction x --out runs/metaflow_x
+python recipes/metaflow.py --prediction x --power 1 --out runs/metaflow_x_power1
+python recipes/metaflow.py --query-input --out runs/metaflow_query
+python recipes/metaflow.py --query-input --prediction x --out runs/metaflow_query_x
 # studies (each writes its own table; the latent_forcing and unified_latents default runs are members of theirs)
 python scripts/repa_steps_to_fd.py
 python scripts/latent_forcing_ablation.py
@@ -115,8 +123,11 @@ python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --json bench/out/compiled_step.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --data digits --json bench/out/compiled_step_digits.json
 OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wall_time.json  # alone on an idle machine
-python scripts/fd_draws.py runs/fm runs/pmf runs/pmf_7k runs/imf runs/imf_7k runs/alphaflow runs/alphaflow_no_cfg_seed1 runs/uaimf runs/uaimf_seed1 \
-  runs/uaimf_seed2 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf runs/dmf_lr_decay runs/dmf_no_guidance runs/tvm runs/freeflow --json runs/fd_draws.json
+python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_lr_decay runs/uaimf_seed1 runs/uaimf_seed2 runs/alphaflow \
+  runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
+  runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
+  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 --json \
+  runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json
 fi

@@ -94,8 +94,8 @@ RUNS = {
     # UAIMF's defaults run again on 2 threads of an otherwise idle machine, for its wall clock (its numbers differ from the default
     # run's only through the thread count's floating-point order)
     "uaimf_2threads (comparison)": ROOT / "runs/uaimf_2threads/metrics.json",
-    # pMF's default run again on 2 threads of an otherwise idle machine, the check of bench/default_wall_time.py's projection
-    # (8.7 min): the process took 529 s of wall clock (timed by the shell, not in metrics.json)
+    # pMF's default of the time (JVP, pmf_jvp) run again on 2 threads of an otherwise idle machine, the check of
+    # bench/default_wall_time.py's projection (8.7 min): the process took 529 s of wall clock (timed by the shell, not in metrics.json)
     "pmf_2threads (comparison)": ROOT / "runs/pmf_2threads/metrics.json",
     # UAIMF's defaults and AlphaFlow without training-time CFG evaluated with a longer EMA (--ema 0.9995)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("uaimf_ema0.9995", "alphaflow_no_cfg_ema0.9995")},
@@ -107,6 +107,9 @@ RUNS = {
     # with those loss settings, or with c drawn as 1 - U (--power 1)
     **{f"metaflow_{r} (comparison)": ROOT / f"runs/metaflow_{r}/metrics.json" for r in (
         "p0_lr_decay", "cond_input_p0_lr_decay", "cond_input_power1")},
+    # Meta Flow Maps' default with an x-predicting network (--prediction x), also with c = 1 - U; and with the posterior
+    # query point (z*, t*) as extra input (--query-input), with v- and with x-prediction
+    **{f"metaflow_{r} (comparison)": ROOT / f"runs/metaflow_{r}/metrics.json" for r in ("x", "x_power1", "query", "query_x")},
     # pmf_7k's weights (the 7000-step default of the time) sampled at other guidance scales (--resume --omega W)
     **{f"pmf_w{w} (re-evaluated)": ROOT / f"runs/pmf_w{w}/metrics.json" for w in ("1.25", "1.5")},
     # pMF with iMF's adaptive weight (p = 1) at omega 1 and at the paper's sampling omega 1.5
@@ -118,6 +121,14 @@ RUNS = {
     "alphaflow_10k (comparison)": ROOT / "runs/alphaflow_10k/metrics.json",
     # pMF with heads that output the velocities (u, v) instead of images, everything else the default's
     "pmf_v (comparison)": ROOT / "runs/pmf_v/metrics.json",
+    # pMF's default before du/dt became a forward difference (--derivative jvp; its Adam step was not fused then), the
+    # x-prediction arm of the pmf_v ablation; and the present default for 7000 steps
+    "pmf_jvp (comparison)": ROOT / "runs/pmf_jvp/metrics.json",
+    "pmf_fd_7k (comparison)": ROOT / "runs/pmf_fd_7k/metrics.json",
+    # UAIMF's default with du/dt a forward difference (--derivative fd), run with a fused Adam step
+    "uaimf_fd (comparison)": ROOT / "runs/uaimf_fd/metrics.json",
+    # DMF with dF/dt a forward difference for 6500 fine-tuning steps (about the default's wall clock), fused Adam step
+    "dmf_fd_6500 (comparison)": ROOT / "runs/dmf_fd_6500/metrics.json",
     # pMF at width 384 for 8000 steps (about the default's time), run with a fused Adam step
     "pmf_w384_8k (comparison)": ROOT / "runs/pmf_w384_8k/metrics.json",
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
@@ -335,9 +346,9 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
         claim("MeanFlow's adaptive weight w = 1/(sg(L) + c)^p with p = 1 beats the plain squared error (p = 0)",
               "`pmf_adaptive` (p = 1) vs `pmf_7k` (p = 0), 7000 steps each, both sampled at omega 1",
               f"1/2/4 NFE: {_series(a['results'], NFE)} vs {_series(r['results'], NFE)}", a["results"]["1nfe"]["fd"] < MARGIN * r["results"]["1nfe"]["fd"])
-    if (r := runs.get("pmf (digits)")) and (o := get("pmf_v")):
+    if (r := get("pmf_jvp")) and (o := get("pmf_v")):
         claim("pMF: x-prediction beats u- and v-prediction (heads that output velocities) at 1 NFE, the same recipe otherwise",
-              f"`pmf` vs `pmf_v`, {r['steps']} vs {o['steps']} steps", f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(o['results'], NFE)}",
+              f"`pmf_jvp` vs `pmf_v`, {r['steps']} vs {o['steps']} steps", f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(o['results'], NFE)}",
               r["results"]["1nfe"]["fd"] < MARGIN * o["results"]["1nfe"]["fd"])
     if (r := get("dmf")) and mf:
         res = r["results"]

@@ -257,7 +257,7 @@ def test_freeflow_training_loads_no_data(extra, tmp_path, monkeypatch):
     assert ("fake_velocity" in roles) is (not extra)
 
 
-@pytest.mark.parametrize("extra", [[], ["--derivative", "fd", "--diagonal-target", "data"], ["--derivative", "fused"]])
+@pytest.mark.parametrize("extra", [[], ["--derivative", "fd", "--diagonal-target", "data"], ["--derivative", "fused"], ["--prediction", "x", "--query-input"]])
 def test_metaflow_smoke_writes_posterior_metrics(extra, tmp_path):
     results = load_recipe("metaflow").main(["--smoke", "--out", str(tmp_path), *extra])
     for k in (1, 2, 4):
@@ -267,6 +267,11 @@ def test_metaflow_smoke_writes_posterior_metrics(extra, tmp_path):
             assert math.isfinite(row["sw2"]) and row["sw2_floor"] > 0 and row["energy_floor"] > 0
     assert json.loads((tmp_path / "metrics.json").read_text())["results"].keys() == results.keys()
     assert (tmp_path / "samples_posterior_c0.50_0.png").is_file()
+
+
+def test_metaflow_refuses_query_input_with_forward_differences(tmp_path):
+    with pytest.raises(SystemExit, match="--query-input needs --derivative jvp"):
+        load_recipe("metaflow").main(["--smoke", "--query-input", "--derivative", "fd", "--out", str(tmp_path)])
 
 
 def test_metaflow_rejects_data_without_exact_posterior(tmp_path):
