@@ -29,7 +29,9 @@ while 4 NFE and the diagonal velocity are near FM's 0.053 in most runs (README, 
 error grows into the Gaussian's tail: its mean distance to the FM teacher's ODE map from the same noise is
 0.09 to 0.16 where ||eps|| < 2 (4 NFE: 0.09 to 0.11) and 0.36 to 0.38 beyond 2.5 (4 NFE: 0.17 to 0.19) on
 seeds 0 to 2 (scripts/flow_map_error.py), and the tail piles up on the outer squares' rims. Batch 512 for 8000 steps, the
-same wall clock, and Fourier scale 2 did not help (README rows meanflow_b512_8k_seed*, meanflow_seed1_fourier_scale2). On digits the target carries training-time
+same wall clock, and Fourier scale 2 did not help (README rows meanflow_b512_8k_seed*, meanflow_seed1_fourier_scale2). Nor did 16000 steps
+(a fused Adam step makes them fit the budget): 1-NFE SW2 0.072 / 0.073 on seeds 0 / 1, 2.21x / 2.16x the floor (README rows
+meanflow_16k*). On digits the target carries training-time
 CFG, v_g = omega v + kappa u(z,t,t|y) + (1 - omega - kappa) u(z,t,t|null) with 10% label dropout, so one
 network step is a guided sample. Sampling: z_s = z_t + (s - t) u on a uniform grid, 1, 2 and 4 NFE, and
 100 Euler steps on the diagonal u(z, t, t) (velocity_euler100).

@@ -30,6 +30,9 @@ floor: unconditional; posterior at c = 0.25 / 0.5 / 0.75; README metaflow rows):
     --prediction x --power 1                                  2.33;  3.3 / 2.3 / 1.70
     --query-input                                             6.8;   3.8 / 3.9 / 4.7    (4 NFE: 1.19; 1.38 / 1.21 / 1.03)
     --query-input --prediction x                              3.4;   4.4 / 3.5 / 4.9    (4 NFE: 1.21; 2.9 / 1.57 / 1.33)
+    --steps 8000                                              1.63;  6.6 / 2.14 / 1.33
+    --query-input --p-diagonal 0 --p-consistency 0            2.87;  4.8 / 3.0 / 3.2     (4 NFE: 1.77; 4.6 / 2.26 / 2.21)
+    --query-input --power 1                                   6.5;   4.0 / 3.75 / 4.8   (4 NFE: 1.19; 1.52 / 1.28 / 1.03)
 
 --query-input also gives the network (t*, z*) = posterior_query_point(z, t, z_c, c), the single noisy state with
 p(x | z_t, z_c) = p(x | z*_t*): the velocity (and so 4-step sampling) becomes nearly exact, the 1-step map does not.

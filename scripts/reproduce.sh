@@ -29,6 +29,8 @@ python recipes/meanflow.py --seed 1 --derivative fd --width 128 --steps 20000 --
 python recipes/meanflow.py --fourier-features 0 --equal-fraction 0.5 --steps 12000 --no-compile --out runs/meanflow_p0_uniform1_lr_decay_equal0.5
 python scripts/flow_map_error.py runs/meanflow runs/meanflow_seed1 runs/meanflow_seed2 --json runs/flow_map_error.json
 for seed in 0 1; do python recipes/meanflow.py --batch 512 --steps 8000 --seed $seed --out runs/meanflow_b512_8k_seed$seed; done
+python recipes/meanflow.py --steps 16000 --out runs/meanflow_16k   # both ran with a fused Adam step (rounding differs)
+python recipes/meanflow.py --steps 16000 --seed 1 --out runs/meanflow_16k_seed1
 python recipes/meanflow.py --seed 1 --fourier-scale 2 --out runs/meanflow_seed1_fourier_scale2
 python recipes/uaimf.py --ema 0.9995 --out runs/uaimf_ema0.9995
 python recipes/alphaflow.py --omega 1 --kappa 0 --ema 0.9995 --out runs/alphaflow_no_cfg_ema0.9995
@@ -44,6 +46,7 @@ python recipes/pmf.py --derivative jvp --steps 7000 --p 1 --out runs/pmf_adaptiv
 rm -rf runs/pmf_adaptive_w1.5 && cp -r runs/pmf_adaptive runs/pmf_adaptive_w1.5 && python recipes/pmf.py --derivative jvp --steps 7000 --p 1 --out runs/pmf_adaptive_w1.5 --resume --omega 1.5
 python recipes/pmf.py --derivative jvp --prediction v --out runs/pmf_v
 python recipes/pmf.py --derivative jvp --out runs/pmf_jvp
+python recipes/pmf.py --derivative jvp --prediction eps --out runs/pmf_eps
 python recipes/pmf.py --steps 7000 --out runs/pmf_fd_7k
 python recipes/uaimf.py --derivative fd --out runs/uaimf_fd
 python recipes/dmf.py --derivative fd --steps 6500 --out runs/dmf_fd_6500
@@ -106,6 +109,9 @@ python recipes/metaflow.py --prediction x --out runs/metaflow_x
 python recipes/metaflow.py --prediction x --power 1 --out runs/metaflow_x_power1
 python recipes/metaflow.py --query-input --out runs/metaflow_query
 python recipes/metaflow.py --query-input --prediction x --out runs/metaflow_query_x
+python recipes/metaflow.py --steps 8000 --out runs/metaflow_8k
+python recipes/metaflow.py --query-input --p-diagonal 0 --p-consistency 0 --out runs/metaflow_query_p0
+python recipes/metaflow.py --query-input --power 1 --out runs/metaflow_query_power1
 # studies (each writes its own table; the latent_forcing and unified_latents default runs are members of theirs)
 python scripts/repa_steps_to_fd.py
 python scripts/latent_forcing_ablation.py

@@ -86,6 +86,9 @@ RUNS = {
     # the compiled 2D defaults at batch 512 for 8000 steps (the same wall clock as 12000 steps of 256), seeds 0 and 1; seed 1 with
     # Fourier features of scale 2 (--fourier-scale 2)
     **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_b512_8k_seed0", "meanflow_b512_8k_seed1", "meanflow_seed1_fourier_scale2")},
+    # the compiled 2D defaults for 16000 steps on seeds 0 and 1, run with a fused Adam step (30.5 ms per step on 2 threads
+    # with it and the one-call EMA update, bench/default_wall_time.py, against 40 ms before: 16000 steps would fit the budget)
+    **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_16k", "meanflow_16k_seed1")},
     # UAIMF's defaults on seeds 1 and 2, and with Min-SNR instead of DTD on seeds 0, 1 and 2; AlphaFlow without training-time
     # CFG on seed 1 (how far one seed's 1-NFE FD is from another's)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
@@ -110,6 +113,10 @@ RUNS = {
     # Meta Flow Maps' default with an x-predicting network (--prediction x), also with c = 1 - U; and with the posterior
     # query point (z*, t*) as extra input (--query-input), with v- and with x-prediction
     **{f"metaflow_{r} (comparison)": ROOT / f"runs/metaflow_{r}/metrics.json" for r in ("x", "x_power1", "query", "query_x")},
+    # Meta Flow Maps' default for 8000 steps
+    "metaflow_8k (comparison)": ROOT / "runs/metaflow_8k/metrics.json",
+    # --query-input with the plain squared error in both terms, and with c = 1 - U (--power 1)
+    **{f"metaflow_{r} (comparison)": ROOT / f"runs/metaflow_{r}/metrics.json" for r in ("query_p0", "query_power1")},
     # pmf_7k's weights (the 7000-step default of the time) sampled at other guidance scales (--resume --omega W)
     **{f"pmf_w{w} (re-evaluated)": ROOT / f"runs/pmf_w{w}/metrics.json" for w in ("1.25", "1.5")},
     # pMF with iMF's adaptive weight (p = 1) at omega 1 and at the paper's sampling omega 1.5
@@ -124,6 +131,8 @@ RUNS = {
     # pMF's default before du/dt became a forward difference (--derivative jvp; its Adam step was not fused then), the
     # x-prediction arm of the pmf_v ablation; and the present default for 7000 steps
     "pmf_jvp (comparison)": ROOT / "runs/pmf_jvp/metrics.json",
+    # pMF with heads that output the noise (--prediction eps, v = (eps - z)/clip(1 - t)), with the JVP as pmf_jvp and pmf_v
+    "pmf_eps (comparison)": ROOT / "runs/pmf_eps/metrics.json",
     "pmf_fd_7k (comparison)": ROOT / "runs/pmf_fd_7k/metrics.json",
     # UAIMF's default with du/dt a forward difference (--derivative fd), run with a fused Adam step
     "uaimf_fd (comparison)": ROOT / "runs/uaimf_fd/metrics.json",
@@ -349,6 +358,10 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
     if (r := get("pmf_jvp")) and (o := get("pmf_v")):
         claim("pMF: x-prediction beats u- and v-prediction (heads that output velocities) at 1 NFE, the same recipe otherwise",
               f"`pmf_jvp` vs `pmf_v`, {r['steps']} vs {o['steps']} steps", f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(o['results'], NFE)}",
+              r["results"]["1nfe"]["fd"] < MARGIN * o["results"]["1nfe"]["fd"])
+    if (r := get("pmf_jvp")) and (o := get("pmf_eps")):
+        claim("pMF: x-prediction beats eps-prediction (heads that output the noise) at 1 NFE, the same recipe otherwise",
+              f"`pmf_jvp` vs `pmf_eps`, {r['steps']} vs {o['steps']} steps", f"1/2/4 NFE: {_series(r['results'], NFE)} vs {_series(o['results'], NFE)}",
               r["results"]["1nfe"]["fd"] < MARGIN * o["results"]["1nfe"]["fd"])
     if (r := get("dmf")) and mf:
         res = r["results"]

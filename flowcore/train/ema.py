@@ -43,14 +43,16 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """One averaging step towards ``model``'s current weights."""
+        """One averaging step towards ``model``'s current weights (one fused ``lerp`` over all tensors)."""
         params = dict(model.named_parameters())
         buffers = dict(model.named_buffers())
         for d, average in self._averages.items():
-            for name, p_avg in average.named_parameters():
-                if name not in params:
-                    raise ValueError(f"model has no parameter {name!r} that the EMA copy has")
-                p_avg.lerp_(params[name].detach().to(p_avg), 1.0 - d)
+            pairs = list(average.named_parameters())
+            missing = [name for name, _ in pairs if name not in params]
+            if missing:
+                raise ValueError(f"model has no parameter {missing[0]!r} that the EMA copy has")
+            if pairs:
+                torch._foreach_lerp_([a for _, a in pairs], [params[name].detach().to(a) for name, a in pairs], 1.0 - d)
             for name, b_avg in average.named_buffers():
                 b_avg.copy_(buffers[name])
 
