@@ -47,7 +47,14 @@ def velocity_from_x_prediction(z: Tensor, x_hat: Tensor, t: Tensor, t_floor: flo
 
     On the linear path this is the velocity implied by the denoised estimate x_hat; the clip keeps
     the division stable near t = 0 (and its t-derivative is zero below the floor)."""
+    _check_floor(t_floor)
     return (z - x_hat) / expand_time(t.clamp(min=t_floor, max=1.0), z)
+
+
+def _check_floor(floor: float) -> None:
+    """The clip of a time in a denominator must lie in (0, 1]: 0 divides by zero at the path's end."""
+    if not 0.0 < floor <= 1.0:
+        raise ValueError(f"the clip of t (t_floor) must be in (0, 1], got {floor}")
 
 
 def velocity_from_eps_prediction(z: Tensor, eps_hat: Tensor, t: Tensor, floor: float = 0.05) -> Tensor:
@@ -56,6 +63,7 @@ def velocity_from_eps_prediction(z: Tensor, eps_hat: Tensor, t: Tensor, floor: f
     Li & He 2025, arXiv 2511.13720). The clip keeps the division finite at the noise end t -> 1,
     as x-prediction's clip does at the data end t -> 0."""
     check_times(t, batch=z.shape[0])
+    _check_floor(floor)
     return (eps_hat - z) / expand_time((1.0 - t).clamp(min=floor, max=1.0), z)
 
 

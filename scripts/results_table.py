@@ -86,8 +86,8 @@ RUNS = {
     # the compiled 2D defaults at batch 512 for 8000 steps (the same wall clock as 12000 steps of 256), seeds 0 and 1; seed 1 with
     # Fourier features of scale 2 (--fourier-scale 2)
     **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_b512_8k_seed0", "meanflow_b512_8k_seed1", "meanflow_seed1_fourier_scale2")},
-    # the compiled 2D defaults for 16000 steps on seeds 0 and 1, run with a fused Adam step (30.5 ms per step on 2 threads
-    # with it and the one-call EMA update, bench/default_wall_time.py, against 40 ms before: 16000 steps would fit the budget)
+    # the compiled 2D defaults for 16000 steps on seeds 0 and 1, run with a fused Adam step (with which, in a scratch run of
+    # bench/default_wall_time.py, 16000 steps would fit the budget; meanflow.py keeps the unfused step and 12000)
     **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_16k", "meanflow_16k_seed1")},
     # UAIMF's defaults on seeds 1 and 2, and with Min-SNR instead of DTD on seeds 0, 1 and 2; AlphaFlow without training-time
     # CFG on seed 1 (how far one seed's 1-NFE FD is from another's)

@@ -152,6 +152,10 @@ def test_x_and_eps_prediction_give_the_exact_velocity_from_exact_posterior_means
     t_small = torch.full((n,), 0.01, dtype=torch.float64)
     x_small = mix.posterior(z, t_small).mean()
     torch.testing.assert_close(targets.velocity_from_x_prediction(z, x_small, t_small, 0.05), mix.velocity(z, t_small) * 0.01 / 0.05)
+    for prediction in (targets.Prediction.X, targets.Prediction.EPS):
+        for floor in (0.0, -0.1, 1.5):
+            with pytest.raises(ValueError, match="t_floor"):
+                targets.velocity_from_prediction(prediction, z, x_mean, t, floor)
 
 
 def test_jit_time_distribution_is_the_flipped_paper_logit_normal():
