@@ -6,7 +6,10 @@ changed (and, for the long run, a tiny evaluation):
     W(n0)  wall clock of the whole process at n0 steps, default evaluation included
     slope  (T(n1) - T(n0)) / (n1 - n0), T the ``train_seconds`` the recipe writes
 
-and prints W(S) ~ W(n0) + (S - n0) slope. Start-up, the teacher's loading, pair generation and the default
+and prints W(S) ~ W(n0) + (S - n0) slope. A recipe that compiles by default (--compile) runs n0 steps a second
+time for T(n0): torch.compile's on-disk cache makes the later compilations faster than the first, and the
+slope must compare two runs that compiled alike (with the first run's T(n0), meanflow's slope came out at
+9.5 ms per step instead of about 40). Start-up, the teacher's loading, pair generation and the default
 evaluation are in W(n0); the training steps' cost is in the slope. Schedules laid on --steps (lr decay,
 curricula, warm-up fractions) shrink with it, so the slope averages over the same phases as the default.
 Run it alone on an idle machine with the thread count the contract names:
@@ -86,6 +89,8 @@ def main() -> None:
         steps = recipe_defaults(recipe).steps
         with tempfile.TemporaryDirectory() as tmp:
             wall_short, train_short = run_recipe(recipe, args.short, Path(tmp) / "short", [])
+            if getattr(recipe_defaults(recipe), "compile", False):  # the long run compiles from the warm cache: time the short one so too
+                _, train_short = run_recipe(recipe, args.short, Path(tmp) / "short_warm", ["--eval-samples", "64"])
             _, train_long = run_recipe(recipe, args.long, Path(tmp) / "long", ["--eval-samples", "64"])
         minutes = projected_wall_seconds(wall_short, train_short, train_long, args.short, args.long, steps) / 60
         row = {"recipe": recipe, "steps": steps, "ms_per_step": 1e3 * (train_long - train_short) / (args.long - args.short),

@@ -230,15 +230,16 @@ def setup_distillation(args: argparse.Namespace, *, init_from_teacher: bool, sou
 
 def run_training(args: argparse.Namespace, run: Setup, loss_fn: Callable[[int], tuple[Tensor, dict[str, float]]],
                  optimizer: torch.optim.Optimizer, desc: str, extra_modules: Mapping[str, nn.Module] = {},
-                 eval_flags: tuple[str, ...] = ()) -> tuple[dict[str, list[float]], float]:
+                 eval_flags: tuple[str, ...] = (), grad_clip: float | None = None) -> tuple[dict[str, list[float]], float]:
     """``train.train_loop`` with the common flags; returns (loss history, training seconds).
+    ``grad_clip``: clip the global gradient norm to it (None: no clipping).
     ``extra_modules``: further trained modules by role name (e.g. a learned loss weight), checkpointed and resumed.
     ``eval_flags``: the recipe's flags that only change its evaluation (with --eval-samples), so that
     ``--resume`` of a finished run with other values re-evaluates the same weights."""
     start = time.perf_counter()
     history = train.train_loop(loss_fn=loss_fn, model=run.model, optimizer=optimizer, steps=args.steps, out=args.out,
                                config=config_of(args), dist=run.dist, ema=run.ema, extra_modules=extra_modules, resume=args.resume,
-                               ckpt_every=args.ckpt_every, lr_schedule=linear_decay_tail(args.steps, args.lr_decay), desc=desc,
+                               ckpt_every=args.ckpt_every, grad_clip=grad_clip, lr_schedule=linear_decay_tail(args.steps, args.lr_decay), desc=desc,
                                resume_may_differ=train.RESUME_MAY_DIFFER + ("eval_samples", *eval_flags))
     return history, round(time.perf_counter() - start, 1)
 
@@ -319,13 +320,13 @@ def config_of(args: argparse.Namespace) -> dict:
 Generator = Callable[[Tensor, Tensor | None], Tensor]
 
 
-def flow_map_generators(model: nn.Module, nfes: tuple[int, ...] = (1, 2, 4), prefix: str = "") -> dict[str, Generator]:
+def flow_map_generators(model: Callable[..., Tensor], nfes: tuple[int, ...] = (1, 2, 4), prefix: str = "") -> dict[str, Generator]:
     """``{prefix}{k}nfe``: k uniform flow-map jumps z_s = u(z_t, t, s, y) from t = 1 to 0, one generator per k."""
     return {f"{prefix}{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(lambda z, t, s: model(z, t, s, y), eps, times.uniform_grid(k)))
             for k in nfes}
 
 
-def diagonal_velocity_generator(model: nn.Module, steps: int = 100) -> dict[str, Generator]:
+def diagonal_velocity_generator(model: Callable[..., Tensor], steps: int = 100) -> dict[str, Generator]:
     """``velocity_euler{steps}``: Euler on the flow map's diagonal v(z, t) = u(z, t, t, y) from t = 1 to 0,
     a check of whether the s = t rows learned the marginal velocity (then it matches the FM teacher's
     Euler samples), separately from the jumps."""

@@ -8,6 +8,7 @@ all of these, and ``flowcore.losses`` functions take the detached target).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -89,6 +90,14 @@ def velocity_from_prediction(prediction: Prediction, z: Tensor, out: Tensor, t: 
     if prediction is Prediction.EPS:
         return velocity_from_eps_prediction(z, out, t, floor)
     return out
+
+
+def velocity_network(model: Callable[..., Tensor], prediction: Prediction, floor: float = 0.05) -> Callable[..., Tensor]:
+    """The network read as a velocity (or average-velocity) field: (z, t, s, *rest) -> the velocity implied by
+    ``model(z, t, s, *rest)`` under ``prediction`` (``velocity_from_prediction``). Under x-prediction a flow-map
+    jump z_s = z - (t - s)(z - x_hat)/t = (s/t) z + (1 - s/t) x_hat, so the 1-step map z_1 -> x_hat(z_1, 1, 0)."""
+    prediction = Prediction(prediction)
+    return lambda z, t, s, *rest: velocity_from_prediction(prediction, z, model(z, t, s, *rest), t, floor)
 
 
 def trajectory_average_velocity(z_t: Tensor, z_s: Tensor, t: Tensor, s: Tensor) -> Tensor:

@@ -19,6 +19,8 @@ it measured (1-NFE FD after 7000 steps; the FM teacher's 50-step FD: 0.78; READM
     no training-time CFG (default), seeds 0 / 1                          1.38 / 1.70
     no CFG, p = 0.5, lr decay 0.3, seed 0                                1.86
     no CFG, 10000 steps, seed 0                                          1.42
+    no CFG, Adam beta2 0.95 (the paper's; --beta2 0.95), seed 0          2.15
+    no CFG, x-prediction heads (--prediction x), seed 0                  1.78
 
 (as means of 5 noise draws, scripts/fd_draws.py: the default's seeds 0 / 1 1.58 / 1.68, 10000 steps 1.58; the teacher's: 0.99)
 
@@ -49,6 +51,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha-start", type=float, default=0.0, help="fraction of the curriculum where the alpha sigmoid starts (default: %(default)s)")
     p.add_argument("--alpha-end", type=float, default=1.0, help="fraction of the curriculum where it ends (default: %(default)s)")
     p.add_argument("--gamma", type=float, default=25.0, help="sigmoid sharpness of the alpha curriculum (default: %(default)s)")
+    p.add_argument("--prediction", type=targets.Prediction, choices=list(targets.Prediction), default=targets.Prediction.V,
+                   help="what the network outputs: v, the average velocity itself (the paper), or x with u = (z - x)/clip(t), as pMF (default: %(default)s)")
+    p.add_argument("--t-floor", type=float, default=0.05, help="clip of t in u = (z - x)/t under --prediction x (default: %(default)s)")
+    p.add_argument("--beta2", type=float, default=0.999, help="Adam's beta2 (default: %(default)s)")
     experiment.add_meanflow_loss_args(p)
     p.set_defaults(omega=1.0, kappa=0.0)  # measured on digits: see the module docstring
     args = experiment.finalize_args(p.parse_args(argv))
@@ -60,12 +66,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def generators(student: torch.nn.Module, args: argparse.Namespace, source: experiment.Source) -> dict[str, experiment.Generator]:
+    """1/2/4-NFE flow-map jumps of the network under --prediction (also used by scripts/fd_draws.py)."""
+    return experiment.flow_map_generators(targets.velocity_network(student, args.prediction, args.t_floor))
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     run = experiment.setup(args)
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
-    optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr)
+    optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr, betas=(0.9, args.beta2))
     path, t_dist, derivative = LinearPath(), LogitNormal(-0.4, 1.0), DirectionalDerivative(args.derivative)
+    u_net = targets.velocity_network(net, args.prediction, args.t_floor)
     start = round(args.alpha_start * args.curriculum_steps)
     alpha_of = SigmoidCurriculum(start, max(round(args.alpha_end * args.curriculum_steps), start + 1), gamma=args.gamma)
 
@@ -76,16 +88,16 @@ def main(argv: list[str] | None = None) -> dict:
         z, v = sample_path(path, x, torch.randn_like(x), t)
         if y is not None:
             y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
-            v = guidance.meanflow_training_velocity(net, z, t, v, y, dropped, source.null_class, args.omega, args.kappa)
+            v = guidance.meanflow_training_velocity(u_net, z, t, v, y, dropped, source.null_class, args.omega, args.kappa)
         if alpha > 0:
             z_mid, t_mid = targets.alphaflow_intermediate(z, v, t, s, alpha)
             with torch.no_grad():
-                u_mid = net(z_mid, t_mid, s, y) if alpha < 1 else torch.zeros_like(v)
+                u_mid = u_net(z_mid, t_mid, s, y) if alpha < 1 else torch.zeros_like(v)
             u_tgt = targets.alphaflow_target(v, u_mid, t, s, alpha)
-            u = net(z, t, s, y)
+            u = u_net(z, t, s, y)
             row_weight = torch.where(t > s, alpha, 1.0)
         else:
-            u, du_dt = derivative(lambda z_, t_: net(z_, t_, s, y), (z, t), (v, torch.ones_like(t)))
+            u, du_dt = derivative(lambda z_, t_: u_net(z_, t_, s, y), (z, t), (v, torch.ones_like(t)))
             u_tgt, row_weight = targets.meanflow_target(v, t, s, du_dt), torch.ones_like(t)
         per_sample = losses.squared_error(u, u_tgt.detach(), losses.Reduce.SUM)
         loss = (row_weight * losses.adaptively_weighted(per_sample, args.p, args.c)).mean()
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         train.close_distributed()
         return {}
     student = ema.averaged(args.ema).eval()
-    results, samples = experiment.evaluate(source, experiment.flow_map_generators(student), n=args.eval_samples, seed=args.seed)
+    results, samples = experiment.evaluate(source, generators(student, args, source), n=args.eval_samples, seed=args.seed)
     experiment.write_outputs(args.out, args, source, results, samples, history,
                              {"recipe": "alphaflow", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value})
     train.close_distributed()

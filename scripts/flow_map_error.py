@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from flowcore import experiment, sampling, times, train
+from flowcore import experiment, sampling, targets, times, train
 
 BANDS = ((0.0, 1.0), (1.0, 1.5), (1.5, 2.0), (2.0, 2.5), (2.5, float("inf")))
 """Bands of ||eps|| for a 2D standard normal (mass about 39 / 29 / 18 / 9 / 4 %)."""
@@ -27,6 +27,13 @@ def load_run(run: Path, source: experiment.Source) -> torch.nn.Module:
     """A run's evaluated (EMA) network, rebuilt from its config.json."""
     dist = train.Dist(rank=0, world_size=1, device=torch.device("cpu"))
     return experiment.load_teacher(run / train.CHECKPOINT_NAME, source, dist)
+
+
+def average_velocity(run: Path, model: torch.nn.Module) -> sampling.FlowMap:
+    """u(z, t, s) of a run's network under the run's --prediction (v, the output itself, when the config has none)."""
+    config = json.loads((run / "config.json").read_text())
+    u = targets.velocity_network(model, targets.Prediction(config.get("prediction", "v")), config.get("t_floor", 0.05))
+    return lambda z, t, s: u(z, t, s, None)
 
 
 def banded_error(x: torch.Tensor, reference: torch.Tensor, radius: torch.Tensor) -> list[float]:
@@ -63,10 +70,10 @@ def main() -> None:
         x_ode = sampling.euler(sampling.velocity_of(lambda z, t, s: teacher(z, t, s, None)), eps, times.uniform_grid(200))
         print("mean ||x_k - x_ode|| by ||eps|| band " + " ".join(f"[{lo:g},{hi:g})" for lo, hi in BANDS))
         for run in args.runs:
-            model = load_run(run, source)
+            u = average_velocity(run, load_run(run, source))
             rows = {}
             for k in args.nfe:
-                x_k = sampling.flow_map_sample(lambda z, t, s, m=model: m(z, t, s, None), eps, times.uniform_grid(k))
+                x_k = sampling.flow_map_sample(u, eps, times.uniform_grid(k))
                 rows[f"{k}nfe"] = banded_error(x_k, x_ode, radius)
                 print(f"{run} {k}-NFE: " + " ".join(f"{e:.3f}" for e in rows[f"{k}nfe"]))
             out["runs"][str(run)] = rows

@@ -5,33 +5,35 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python recipes/fm.py --out runs/fm
 python recipes/fm.py --data checkerboard --out runs/fm_checkerboard
-OMP_NUM_THREADS=2 python recipes/meanflow.py --out runs/meanflow
-python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 12000 --no-compile --out runs/meanflow_p1
-for p in 0 0.5; do python recipes/meanflow.py --p $p --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 12000 --no-compile --out runs/meanflow_p$p; done
-python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0.3 --fourier-features 0 --steps 12000 --no-compile --out runs/meanflow_lr_decay
-python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 4000 --equal-fraction 0.25 --no-compile --out runs/meanflow_4k_equal0.25
-for u in 0.5 1; do python recipes/meanflow.py --p 1 --lr-decay 0 --fourier-features 0 --steps 4000 --uniform-fraction $u --no-compile --out runs/meanflow_4k_uniform$u; done
-python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 64 --fourier-scale 1 --steps 12000 --no-compile --out runs/meanflow_fourier64
-python recipes/meanflow.py --fourier-features 0 --steps 12000 --no-compile --out runs/meanflow_p0_uniform1_lr_decay
-OMP_NUM_THREADS=2 python recipes/meanflow.py --steps 8000 --no-compile --out runs/meanflow_8k
-for seed in 1 2; do python recipes/meanflow.py --steps 8000 --no-compile --seed $seed --out runs/meanflow_8k_seed$seed; done
-for seed in 1 2; do python recipes/meanflow.py --seed $seed --out runs/meanflow_seed$seed; done
-OMP_NUM_THREADS=2 python recipes/meanflow.py --steps 12000 --no-compile --out runs/meanflow_12k
-OMP_NUM_THREADS=2 python recipes/meanflow.py --steps 15000 --out runs/meanflow_15k
-for seed in 1 2; do python recipes/meanflow.py --steps 12000 --seed $seed --no-compile --out runs/meanflow_12k_seed$seed; done
-python recipes/meanflow.py --seed 1 --equal-fraction 0.5 --steps 8000 --no-compile --out runs/meanflow_seed1_equal0.5
-python recipes/meanflow.py --seed 1 --equal-fraction 0.25 --steps 8000 --no-compile --out runs/meanflow_seed1_equal0.25
-python recipes/meanflow.py --seed 1 --lr 2e-3 --steps 8000 --no-compile --out runs/meanflow_seed1_lr2e-3
-python recipes/meanflow.py --seed 1 --ema 0.9995 --steps 8000 --no-compile --out runs/meanflow_seed1_ema0.9995
-python recipes/meanflow.py --seed 1 --p 0.5 --steps 8000 --no-compile --out runs/meanflow_seed1_p0.5
-python recipes/meanflow.py --seed 1 --derivative fd --steps 12000 --no-compile --out runs/meanflow_seed1_fd_12k
-python recipes/meanflow.py --seed 1 --derivative fd --width 128 --steps 20000 --no-compile --out runs/meanflow_seed1_fd_w128_20k
-python recipes/meanflow.py --fourier-features 0 --equal-fraction 0.5 --steps 12000 --no-compile --out runs/meanflow_p0_uniform1_lr_decay_equal0.5
-python scripts/flow_map_error.py runs/meanflow runs/meanflow_seed1 runs/meanflow_seed2 --json runs/flow_map_error.json
-for seed in 0 1; do python recipes/meanflow.py --batch 512 --steps 8000 --seed $seed --out runs/meanflow_b512_8k_seed$seed; done
-python recipes/meanflow.py --steps 16000 --out runs/meanflow_16k   # both ran with a fused Adam step (rounding differs)
-python recipes/meanflow.py --steps 16000 --seed 1 --out runs/meanflow_16k_seed1
-python recipes/meanflow.py --seed 1 --fourier-scale 2 --out runs/meanflow_seed1_fourier_scale2
+python recipes/meanflow.py --out runs/meanflow   # the default (x-prediction on 2D), run at one thread beside another job
+for seed in 1 2; do python recipes/meanflow.py --seed $seed --out runs/meanflow_x_seed$seed; done
+OMP_NUM_THREADS=2 python recipes/meanflow.py --prediction v --out runs/meanflow_v   # the 2D default before x-prediction
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 12000 --no-compile --prediction v --out runs/meanflow_p1
+for p in 0 0.5; do python recipes/meanflow.py --p $p --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 12000 --no-compile --prediction v --out runs/meanflow_p$p; done
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0.3 --fourier-features 0 --steps 12000 --no-compile --prediction v --out runs/meanflow_lr_decay
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 0 --steps 4000 --equal-fraction 0.25 --no-compile --prediction v --out runs/meanflow_4k_equal0.25
+for u in 0.5 1; do python recipes/meanflow.py --p 1 --lr-decay 0 --fourier-features 0 --steps 4000 --uniform-fraction $u --no-compile --prediction v --out runs/meanflow_4k_uniform$u; done
+python recipes/meanflow.py --p 1 --uniform-fraction 0 --lr-decay 0 --fourier-features 64 --fourier-scale 1 --steps 12000 --no-compile --prediction v --out runs/meanflow_fourier64
+python recipes/meanflow.py --fourier-features 0 --steps 12000 --no-compile --prediction v --out runs/meanflow_p0_uniform1_lr_decay
+OMP_NUM_THREADS=2 python recipes/meanflow.py --steps 8000 --no-compile --prediction v --out runs/meanflow_8k
+for seed in 1 2; do python recipes/meanflow.py --steps 8000 --no-compile --seed $seed --prediction v --out runs/meanflow_8k_seed$seed; done
+for seed in 1 2; do python recipes/meanflow.py --seed $seed --prediction v --out runs/meanflow_seed$seed; done
+OMP_NUM_THREADS=2 python recipes/meanflow.py --steps 12000 --no-compile --prediction v --out runs/meanflow_12k
+OMP_NUM_THREADS=2 python recipes/meanflow.py --steps 15000 --prediction v --out runs/meanflow_15k
+for seed in 1 2; do python recipes/meanflow.py --steps 12000 --seed $seed --no-compile --prediction v --out runs/meanflow_12k_seed$seed; done
+python recipes/meanflow.py --seed 1 --equal-fraction 0.5 --steps 8000 --no-compile --prediction v --out runs/meanflow_seed1_equal0.5
+python recipes/meanflow.py --seed 1 --equal-fraction 0.25 --steps 8000 --no-compile --prediction v --out runs/meanflow_seed1_equal0.25
+python recipes/meanflow.py --seed 1 --lr 2e-3 --steps 8000 --no-compile --prediction v --out runs/meanflow_seed1_lr2e-3
+python recipes/meanflow.py --seed 1 --ema 0.9995 --steps 8000 --no-compile --prediction v --out runs/meanflow_seed1_ema0.9995
+python recipes/meanflow.py --seed 1 --p 0.5 --steps 8000 --no-compile --prediction v --out runs/meanflow_seed1_p0.5
+python recipes/meanflow.py --seed 1 --derivative fd --steps 12000 --no-compile --prediction v --out runs/meanflow_seed1_fd_12k
+python recipes/meanflow.py --seed 1 --derivative fd --width 128 --steps 20000 --no-compile --prediction v --out runs/meanflow_seed1_fd_w128_20k
+python recipes/meanflow.py --fourier-features 0 --equal-fraction 0.5 --steps 12000 --no-compile --prediction v --out runs/meanflow_p0_uniform1_lr_decay_equal0.5
+python scripts/flow_map_error.py runs/meanflow_v runs/meanflow_seed1 runs/meanflow_seed2 runs/meanflow runs/meanflow_x_seed1 runs/meanflow_x_seed2 --json runs/flow_map_error.json
+for seed in 0 1; do python recipes/meanflow.py --batch 512 --steps 8000 --seed $seed --prediction v --out runs/meanflow_b512_8k_seed$seed; done
+python recipes/meanflow.py --steps 16000 --prediction v --out runs/meanflow_16k   # both ran with a fused Adam step (rounding differs)
+python recipes/meanflow.py --steps 16000 --seed 1 --prediction v --out runs/meanflow_16k_seed1
+python recipes/meanflow.py --seed 1 --fourier-scale 2 --prediction v --out runs/meanflow_seed1_fourier_scale2
 python recipes/uaimf.py --ema 0.9995 --out runs/uaimf_ema0.9995
 python recipes/alphaflow.py --omega 1 --kappa 0 --ema 0.9995 --out runs/alphaflow_no_cfg_ema0.9995
 python recipes/pmf.py --out runs/pmf
@@ -39,7 +41,7 @@ python recipes/pmf.py --out runs/pmf
 python recipes/pmf.py --derivative jvp --steps 7000 --out runs/pmf_7k
 python recipes/imf.py --steps 7000 --out runs/imf_7k
 python recipes/tvm.py --steps 5000 --out runs/tvm_5k
-python recipes/dmf.py --steps 4000 --out runs/dmf_4k
+python recipes/dmf.py --steps 4000 --loss cauchy --out runs/dmf_4k
 python recipes/scm.py --steps 6000 --out runs/scm_6k
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf_7k runs/pmf_w$w && python recipes/pmf.py --derivative jvp --steps 7000 --out runs/pmf_w$w --resume --omega $w; done
 python recipes/pmf.py --derivative jvp --steps 7000 --p 1 --out runs/pmf_adaptive
@@ -49,11 +51,15 @@ python recipes/pmf.py --derivative jvp --out runs/pmf_jvp
 python recipes/pmf.py --derivative jvp --prediction eps --out runs/pmf_eps
 python recipes/pmf.py --steps 7000 --out runs/pmf_fd_7k
 python recipes/uaimf.py --derivative fd --out runs/uaimf_fd
-python recipes/dmf.py --derivative fd --steps 6500 --out runs/dmf_fd_6500
+python recipes/dmf.py --derivative fd --steps 6500 --loss cauchy --out runs/dmf_fd_6500
 python recipes/pmf.py --derivative jvp --width 384 --steps 8000 --out runs/pmf_w384_8k
 python recipes/alphaflow.py --steps 10000 --out runs/alphaflow_10k
-python recipes/dmf.py --decoupled-blocks 2 --out runs/dmf_k2
-python recipes/dmf.py --lr 1e-3 --out runs/dmf_lr1e-3
+python recipes/alphaflow.py --beta2 0.95 --out runs/alphaflow_beta2_0.95
+python recipes/alphaflow.py --prediction x --out runs/alphaflow_x
+python recipes/dmf.py --loss cauchy --out runs/dmf_cauchy   # the default before the squared error (the paper's loss)
+python recipes/dmf.py --seed 1 --out runs/dmf_seed1
+python recipes/dmf.py --decoupled-blocks 2 --loss cauchy --out runs/dmf_k2
+python recipes/dmf.py --lr 1e-3 --loss cauchy --out runs/dmf_lr1e-3
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
 # comparison runs behind the README's paper-claims table
 python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper
@@ -64,7 +70,7 @@ rm -rf runs/imf_w1.5 && cp -r runs/imf_7k runs/imf_w1.5 && python recipes/imf.py
 python recipes/imf.py --steps 7000 --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
 python recipes/imf.py --steps 7000 --lr-decay 0.3 --out runs/imf_lr_decay
 python recipes/imf.py --p 0.5 --lr-decay 0.3 --out runs/imf_p0.5_lr_decay
-python recipes/dmf.py --steps 4000 --omega 0 --out runs/dmf_no_guidance
+python recipes/dmf.py --steps 4000 --omega 0 --loss cauchy --out runs/dmf_no_guidance
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --lr-decay 0.3 --out runs/meanflow_digits_no_cfg_lr_decay
@@ -94,7 +100,7 @@ python recipes/freeflow.py --steps 2000 --batch 128 --derivative jvp --lr 3e-4 -
 python recipes/freeflow.py --steps 4000 --out runs/freeflow_b64_fd_4k_lr_decay
 python recipes/freeflow.py --steps 2000 --batch 128 --derivative jvp --lr-decay 0 --out runs/freeflow_2k
 python recipes/freeflow.py --steps 4000 --batch 128 --derivative jvp --lr 1.5e-4 --out runs/freeflow_4k_lr1.5e-4_lr_decay
-python recipes/dmf.py --steps 4000 --lr-decay 0.3 --out runs/dmf_lr_decay
+python recipes/dmf.py --steps 4000 --lr-decay 0.3 --loss cauchy --out runs/dmf_lr_decay
 python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --attraction 1.5 --out runs/drifting_checkerboard_attraction1.5
@@ -132,7 +138,7 @@ OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wal
 python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_lr_decay runs/uaimf_seed1 runs/uaimf_seed2 runs/alphaflow \
   runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
   runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
-  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 --json \
+  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 --json \
   runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json

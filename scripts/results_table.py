@@ -72,6 +72,9 @@ RUNS = {
     # FreeFlow's present defaults (batch 64, finite-difference dF/ds, lr decay 0.3) for 4000 steps instead of 5000, run before its
     # Adam was fused; and FreeFlow's earlier default (2000 steps, batch 128, JVP, constant lr), run before the same change
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("freeflow_b64_fd_4k_lr_decay", "freeflow_2k")},
+    # MeanFlow's 2D defaults (x-prediction) on seeds 1 and 2; the 2D defaults before x-prediction (--prediction v: the network
+    # outputs u), seed 0 (the earlier runs/meanflow). Every 2D MeanFlow run listed below outputs u (--prediction v)
+    **{f"{r} (2D)": ROOT / f"runs/{r}/metrics.json" for r in ("meanflow_x_seed1", "meanflow_x_seed2", "meanflow_v")},
     # MeanFlow on the checkerboard with the paper's settings, the 2D defaults before they changed (--p 1 --uniform-fraction 0 --lr-decay 0
     # --fourier-features 0); those settings on 64 random Fourier features of the input; the 2D defaults without the Fourier features,
     # and also with s = t on half the rows (these at 12000 steps, not compiled); the 2D defaults on seeds 1 and 2 (the default run,
@@ -140,6 +143,12 @@ RUNS = {
     "dmf_fd_6500 (comparison)": ROOT / "runs/dmf_fd_6500/metrics.json",
     # pMF at width 384 for 8000 steps (about the default's time), run with a fused Adam step
     "pmf_w384_8k (comparison)": ROOT / "runs/pmf_w384_8k/metrics.json",
+    # AlphaFlow's default with the paper's Adam beta2 0.95 (--beta2 0.95), and with x-prediction heads (--prediction x:
+    # u = (z - x_hat)/clip(t), as pMF and MeanFlow's 2D default)
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("alphaflow_beta2_0.95", "alphaflow_x")},
+    # DMF with the paper's adaptive weighted Cauchy loss (--loss cauchy), the default before the squared error (every dmf_* comparison
+    # run above used it too); and DMF's default on seed 1
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("dmf_cauchy", "dmf_seed1")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }
@@ -223,10 +232,12 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str
         row("MeanFlow 1-NFE SW2 / FM 100-step SW2 (checkerboard)", one / teacher, "<= 1.5", one / teacher <= 1.5)
         floor = mf["results"]["floor"]["sw2"]
         row("MeanFlow 1-NFE SW2 / data floor (checkerboard)", one / floor, "<= 2", one / floor <= 2)
-        others = [("meanflow_seed1", "seed 1"), ("meanflow_seed2", "seed 2")]  # the same defaults on other seeds, then not compiled
-        for steps in (8, 12):  # 8000 steps: 9.4 min; 12000: 12.8 min
-            others += [(f"meanflow_{steps}k", f"{steps}000 steps not compiled")]
-            others += [(f"meanflow_{steps}k_seed{seed}", f"{steps}000 steps not compiled, seed {seed}") for seed in (1, 2)]
+        others = [("meanflow_x_seed1", "seed 1"), ("meanflow_x_seed2", "seed 2")]  # the defaults on other seeds
+        others += [(name, f"network outputting u, the earlier default, seed {seed}")
+                   for seed, name in enumerate(("meanflow_v", "meanflow_seed1", "meanflow_seed2"))]
+        for steps in (8, 12):  # the earlier default not compiled: 8000 steps, 9.4 min; 12000, 12.8 min
+            others += [(f"meanflow_{steps}k", f"network outputting u, {steps}000 steps not compiled")]
+            others += [(f"meanflow_{steps}k_seed{seed}", f"network outputting u, {steps}000 steps not compiled, seed {seed}") for seed in (1, 2)]
         for name, label in others:
             if other := runs.get(f"{name} (2D)"):
                 one, floor = other["results"]["1nfe"]["sw2"], other["results"]["floor"]["sw2"]
@@ -249,12 +260,12 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str
                 row(f"{label.split()[0]} 2-NFE FD / 1-NFE FD", res["2nfe"]["fd"] / one["fd"], "<= 1", res["2nfe"]["fd"] <= one["fd"])
             if label.startswith("scm") and "2nfe" in res:
                 row("scm 2-NFE FD / FM 50-step FD (digits)", res["2nfe"]["fd"] / teacher, "<= 1.5", res["2nfe"]["fd"] / teacher <= 1.5)
-    for seed in (1, 2):  # uaimf's defaults on other seeds
-        if fm and (m := runs.get(f"uaimf_seed{seed} (comparison)")):
+    for recipe, seed in (("uaimf", 1), ("uaimf", 2), ("dmf", 1)):  # defaults on other seeds
+        if fm and (m := runs.get(f"{recipe}_seed{seed} (comparison)")):
             one = m["results"]["1nfe"]
             v = one["fd"] / best(fm["results"], ["euler50", "heun50"], "fd")
-            row(f"uaimf 1-NFE FD / FM 50-step FD (digits, seed {seed})", v, "<= 1.5", v <= 1.5)
-            row(f"uaimf 1-NFE class accuracy (seed {seed})", one["class_acc"], ">= 0.90", one["class_acc"] >= 0.90)
+            row(f"{recipe} 1-NFE FD / FM 50-step FD (digits, seed {seed})", v, "<= 1.5", v <= 1.5)
+            row(f"{recipe} 1-NFE class accuracy (seed {seed})", one["class_acc"], ">= 0.90", one["class_acc"] >= 0.90)
     rf = runs.get("rectified_flow (default)")
     if fm and rf and "distill_1nfe" in rf["results"]:
         one, teacher = rf["results"]["distill_1nfe"], best(fm["results"], ["euler50", "heun50"], "fd")
@@ -542,7 +553,7 @@ def section() -> str:
     sources = list(RUNS.values()) + list(STUDIES.values()) + list(BENCHES.values())
     parts = ["Sources (each also archived under `results/`): " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if _exists(p)), ""]
     parts += ["### Bars", ""] + bar_lines(runs, benches, studies) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
-              "Train time is the wall clock the run measured. The meanflow default run, uaimf_2threads and pmf_2threads used 2 threads on an otherwise idle machine "
+              "Train time is the wall clock the run measured. meanflow_v, uaimf_2threads and pmf_2threads used 2 threads on an otherwise idle machine "
               "(uaimf_2threads in an earlier session, when the machine ran the same step about a quarter slower than in the wall-clock table); all others "
               "(the other default runs and every comparison run) ran at one thread (`OMP_NUM_THREADS=1 taskset -c N`) beside other jobs, "
               "so their times overstate a 2-core run.", ""] + run_table(runs)

@@ -29,16 +29,36 @@ def test_smoke_writes_every_output(name, extra, tmp_path):
 
 
 def test_meanflow_defaults_follow_the_data_and_yield_to_flags():
-    """digits: the paper's p = 1, logit-normal times, constant lr, raw input, eager; 2D: p = 0, uniform times, lr decay 0.3,
-    64 Fourier features, compiled (not with --smoke); a flag wins."""
+    """digits: the paper's p = 1, logit-normal times, constant lr, raw input, eager, v-prediction; 2D: p = 0, uniform times,
+    lr decay 0.3, 64 Fourier features, compiled (not with --smoke), x-prediction; a flag wins."""
     mf = load_recipe("meanflow")
-    pick = lambda a: (a.p, a.uniform_fraction, a.lr_decay, a.fourier_features, a.compile)  # noqa: E731
-    assert pick(mf.parse(["--data", "digits"])) == pick(mf.parse(["--data", "digits", "--model", "dit"])) == (1.0, 0.0, 0.0, 0, False)
-    assert pick(mf.parse([])) == pick(mf.parse(["--data", "moons"])) == (0.0, 1.0, 0.3, 64, True)
-    assert pick(mf.parse(["--p", "1", "--lr-decay", "0", "--fourier-features", "0", "--no-compile"])) == (1.0, 1.0, 0.0, 0, False)
+    pick = lambda a: (a.p, a.uniform_fraction, a.lr_decay, a.fourier_features, a.compile, a.prediction.value)  # noqa: E731
+    assert pick(mf.parse(["--data", "digits"])) == pick(mf.parse(["--data", "digits", "--model", "dit"])) == (1.0, 0.0, 0.0, 0, False, "v")
+    assert pick(mf.parse([])) == pick(mf.parse(["--data", "moons"])) == (0.0, 1.0, 0.3, 64, True, "x")
+    assert pick(mf.parse(["--p", "1", "--lr-decay", "0", "--fourier-features", "0", "--no-compile", "--prediction", "v"])) == (1.0, 1.0, 0.0, 0, False, "v")
     assert not mf.parse(["--smoke"]).compile and mf.parse(["--smoke", "--compile"]).compile
     with pytest.raises(SystemExit, match="--uniform-fraction"):
         mf.parse(["--uniform-fraction", "2"])
+
+
+def test_meanflow_x_prediction_jumps_are_ddim_steps_to_the_networks_x():
+    """Under x-prediction u = (z - x_hat)/t, so a jump from t to s is z_s = (s/t) z + (1 - s/t) x_hat(z, t, s): the 1-NFE
+    sample is x_hat(eps, 1, 0), the 2-NFE sample x_hat(z_1/2, 1/2, 0) with z_1/2 = (eps + x_hat(eps, 1, 1/2))/2."""
+    import torch
+    from flowcore import experiment
+    mf = load_recipe("meanflow")
+    source = experiment.load_source("checkerboard")
+    torch.manual_seed(0)
+    net = experiment.build_model(experiment.ModelKind.MLP, source, width=32, depth=2, fourier_features=8).double().eval()
+    gens = mf.generators(net, mf.parse([]), source)
+    eps = torch.randn(64, 2, dtype=torch.float64)
+    at = lambda v: torch.full((64,), v, dtype=torch.float64)  # noqa: E731
+    with torch.no_grad():
+        torch.testing.assert_close(gens["1nfe"](eps, None), net(eps, at(1.0), at(0.0), None), rtol=1e-12, atol=1e-12)
+        z_half = 0.5 * (eps + net(eps, at(1.0), at(0.5), None))
+        torch.testing.assert_close(gens["2nfe"](eps, None), net(z_half, at(0.5), at(0.0), None), rtol=1e-12, atol=1e-12)
+        v_gens = mf.generators(net, mf.parse(["--prediction", "v"]), source)
+        torch.testing.assert_close(v_gens["1nfe"](eps, None), eps - net(eps, at(1.0), at(0.0), None), rtol=1e-12, atol=1e-12)
 
 
 def test_meanflow_compiled_step_trains_like_the_eager_one(tmp_path):

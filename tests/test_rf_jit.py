@@ -148,6 +148,11 @@ def test_x_and_eps_prediction_give_the_exact_velocity_from_exact_posterior_means
         torch.testing.assert_close(targets.velocity_from_prediction(prediction, z, out, t), v, rtol=1e-9, atol=1e-9)
     with pytest.raises(TypeError, match="Prediction"):
         targets.velocity_from_prediction("x", z, x_mean, t)
+    # a network whose output is the exact posterior mean, read through velocity_network, is the exact velocity field
+    exact_x = lambda z_, t_, s_, *rest: mix.posterior(z_, t_).mean()  # noqa: E731
+    torch.testing.assert_close(targets.velocity_network(exact_x, "x")(z, t, t, None), v, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="Prediction"):
+        targets.velocity_network(exact_x, "w")
     # below the clip the x-prediction velocity is scaled by t / t_floor (JiT's max(1 - t, t_eps))
     t_small = torch.full((n,), 0.01, dtype=torch.float64)
     x_small = mix.posterior(z, t_small).mean()
