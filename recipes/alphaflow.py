@@ -21,6 +21,7 @@ it measured (1-NFE FD after 7000 steps; the FM teacher's 50-step FD: 0.78; READM
     no CFG, 10000 steps, seed 0                                          1.42
     no CFG, Adam beta2 0.95 (the paper's; --beta2 0.95), seed 0          2.15
     no CFG, x-prediction heads (--prediction x), seed 0                  1.78
+    no CFG, x-prediction heads, p = 0 (--prediction x --p 0), seed 0     1.51
 
 (as means of 5 noise draws, scripts/fd_draws.py: the default's seeds 0 / 1 1.58 / 1.68, 10000 steps 1.58; the teacher's: 0.99)
 

@@ -21,12 +21,18 @@ CFG of scale 1 / (1 - omega). Sampling: flow-map jumps on a uniform grid, 1/2/4 
 One default differs from the paper: the plain squared error instead of the adaptive weighted Cauchy loss.
 The Cauchy loss's gradient weighs each row by 1/(m + c e^{lv}), the p = 1 adaptive weight of MeanFlow, whose
 minimiser is a mode-seeking location of the noisy target (flowcore.losses); recipes/pmf.py and recipes/imf.py
-measured the same on digits. 1-NFE FD (single draw / mean of 5 draws, scripts/fd_draws.py; the FM teacher's
-50-step FD: 0.780 / 0.992): 0.79 / 0.88 with the squared error (run dmf), 1.90 / 2.09 with the
-Cauchy loss (run dmf_cauchy; 1.84 to 2.05 single-draw in every Cauchy variant: dmf_4k, dmf_k2 (half the blocks
-on t), dmf_lr1e-3, dmf_lr_decay, dmf_no_guidance, dmf_fd_6500). The squared error is not robust: on seed 1
-(run dmf_seed1) the MF term's loss jumped from about 1 to 407 at step 2252 and the model never recovered
-(1-NFE FD 13.9); the Cauchy loss's log bounds what one bad batch can do.
+measured the same on digits. The squared error needs the paper's gradient clipping (--grad-clip 1.5, the
+global norm; it was about 28 before clipping): without it seed 1's MF loss jumped from about 1 to 407 (a mean
+over pixels) at step 2252 and never recovered. 1-NFE FD, single draw / mean of 5 draws (scripts/fd_draws.py;
+the FM teacher's 50-step FD: 0.780 / 0.992):
+
+    squared error, clipped (default), seeds 0 / 1 (runs dmf, dmf_seed1)      0.82, 0.94 / 1.16, 1.18
+    squared error, not clipped, seeds 0 / 1 (dmf_no_clip, dmf_seed1_no_clip)  0.79, 0.88 / 13.9 (diverged)
+    squared error, not clipped, lr 2e-4, seed 1 (dmf_seed1_lr2e-4)            1.13, 1.10
+    Cauchy loss, not clipped, seed 0 (dmf_cauchy)                             1.90, 2.09
+
+and 1.84 to 2.05 on the single draw in every Cauchy variant (dmf_4k, dmf_k2 with half the blocks on t,
+dmf_lr1e-3, dmf_lr_decay, dmf_no_guidance, dmf_fd_6500), all without clipping.
 
 The default fine-tunes 3700 steps, cut from 4000 to fit the 10-minute budget (bench/default_wall_time.py: 137 ms per
 step on 2 threads, timed with the Cauchy loss); the Cauchy comparison runs fine-tuned 4000 steps, beside dmf_4k, except dmf_k2 and
@@ -34,7 +40,7 @@ dmf_lr1e-3, which fine-tuned 3700, and dmf_fd_6500.
 
     python recipes/dmf.py                       # digits; trains/uses the FM teacher in runs/fm
     python recipes/dmf.py --teacher runs/fm/checkpoint.safetensors --derivative fd
-    python recipes/dmf.py --loss cauchy --out runs/dmf_cauchy   # the paper's loss
+    python recipes/dmf.py --loss cauchy --out runs/dmf_cauchy   # the paper's loss (the run had --grad-clip 0)
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--s-mean", type=float, default=-1.2, help="logit-normal mean of the second time of the MF pair (default: %(default)s)")
     p.add_argument("--loss", type=RowLoss, choices=list(RowLoss), default=RowLoss.SQUARED,
                    help="per-row loss: the paper's adaptive weighted Cauchy, or the plain squared error (default: %(default)s)")
-    p.add_argument("--grad-clip", type=float, default=0.0, help="clip the global gradient norm to this; 0 = off, the paper clips at 1.5 (default: %(default)s)")
+    p.add_argument("--grad-clip", type=float, default=1.5, help="clip the global gradient norm to this, as the paper; 0 = off (default: %(default)s)")
     p.add_argument("--c", type=float, default=1e-2, help="Cauchy constant, on a mean over dims (default: %(default)s)")
     p.add_argument("--omega", type=float, default=1 / 3, help="model-guidance omega; CFG scale 1/(1 - omega) (default: %(default).4g)")
     p.add_argument("--g-min", type=float, default=0.0, help="guidance interval start in t (default: %(default)s)")

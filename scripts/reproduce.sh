@@ -41,7 +41,7 @@ python recipes/pmf.py --out runs/pmf
 python recipes/pmf.py --derivative jvp --steps 7000 --out runs/pmf_7k
 python recipes/imf.py --steps 7000 --out runs/imf_7k
 python recipes/tvm.py --steps 5000 --out runs/tvm_5k
-python recipes/dmf.py --steps 4000 --loss cauchy --out runs/dmf_4k
+python recipes/dmf.py --steps 4000 --loss cauchy --grad-clip 0 --out runs/dmf_4k
 python recipes/scm.py --steps 6000 --out runs/scm_6k
 for w in 1.25 1.5; do rm -rf runs/pmf_w$w && cp -r runs/pmf_7k runs/pmf_w$w && python recipes/pmf.py --derivative jvp --steps 7000 --out runs/pmf_w$w --resume --omega $w; done
 python recipes/pmf.py --derivative jvp --steps 7000 --p 1 --out runs/pmf_adaptive
@@ -51,15 +51,19 @@ python recipes/pmf.py --derivative jvp --out runs/pmf_jvp
 python recipes/pmf.py --derivative jvp --prediction eps --out runs/pmf_eps
 python recipes/pmf.py --steps 7000 --out runs/pmf_fd_7k
 python recipes/uaimf.py --derivative fd --out runs/uaimf_fd
-python recipes/dmf.py --derivative fd --steps 6500 --loss cauchy --out runs/dmf_fd_6500
+python recipes/dmf.py --derivative fd --steps 6500 --loss cauchy --grad-clip 0 --out runs/dmf_fd_6500
 python recipes/pmf.py --derivative jvp --width 384 --steps 8000 --out runs/pmf_w384_8k
 python recipes/alphaflow.py --steps 10000 --out runs/alphaflow_10k
 python recipes/alphaflow.py --beta2 0.95 --out runs/alphaflow_beta2_0.95
 python recipes/alphaflow.py --prediction x --out runs/alphaflow_x
-python recipes/dmf.py --loss cauchy --out runs/dmf_cauchy   # the default before the squared error (the paper's loss)
+python recipes/alphaflow.py --prediction x --p 0 --out runs/alphaflow_x_p0
+python recipes/dmf.py --loss cauchy --grad-clip 0 --out runs/dmf_cauchy   # the default before the squared error (the paper's loss)
 python recipes/dmf.py --seed 1 --out runs/dmf_seed1
-python recipes/dmf.py --decoupled-blocks 2 --loss cauchy --out runs/dmf_k2
-python recipes/dmf.py --lr 1e-3 --loss cauchy --out runs/dmf_lr1e-3
+python recipes/dmf.py --grad-clip 0 --out runs/dmf_no_clip   # the squared error without clipping: seed 0, and seed 1, which diverged
+python recipes/dmf.py --grad-clip 0 --seed 1 --out runs/dmf_seed1_no_clip
+python recipes/dmf.py --grad-clip 0 --lr 2e-4 --seed 1 --out runs/dmf_seed1_lr2e-4
+python recipes/dmf.py --decoupled-blocks 2 --loss cauchy --grad-clip 0 --out runs/dmf_k2
+python recipes/dmf.py --lr 1e-3 --loss cauchy --grad-clip 0 --out runs/dmf_lr1e-3
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
 # comparison runs behind the README's paper-claims table
 python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_paper
@@ -70,7 +74,7 @@ rm -rf runs/imf_w1.5 && cp -r runs/imf_7k runs/imf_w1.5 && python recipes/imf.py
 python recipes/imf.py --steps 7000 --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
 python recipes/imf.py --steps 7000 --lr-decay 0.3 --out runs/imf_lr_decay
 python recipes/imf.py --p 0.5 --lr-decay 0.3 --out runs/imf_p0.5_lr_decay
-python recipes/dmf.py --steps 4000 --omega 0 --loss cauchy --out runs/dmf_no_guidance
+python recipes/dmf.py --steps 4000 --omega 0 --loss cauchy --grad-clip 0 --out runs/dmf_no_guidance
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --lr-decay 0.3 --out runs/meanflow_digits_no_cfg_lr_decay
@@ -100,7 +104,7 @@ python recipes/freeflow.py --steps 2000 --batch 128 --derivative jvp --lr 3e-4 -
 python recipes/freeflow.py --steps 4000 --out runs/freeflow_b64_fd_4k_lr_decay
 python recipes/freeflow.py --steps 2000 --batch 128 --derivative jvp --lr-decay 0 --out runs/freeflow_2k
 python recipes/freeflow.py --steps 4000 --batch 128 --derivative jvp --lr 1.5e-4 --out runs/freeflow_4k_lr1.5e-4_lr_decay
-python recipes/dmf.py --steps 4000 --lr-decay 0.3 --loss cauchy --out runs/dmf_lr_decay
+python recipes/dmf.py --steps 4000 --lr-decay 0.3 --loss cauchy --grad-clip 0 --out runs/dmf_lr_decay
 python recipes/drifting.py --attraction 1.5 --out runs/drifting_attraction1.5
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --out runs/drifting_checkerboard
 python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-3 --attraction 1.5 --out runs/drifting_checkerboard_attraction1.5
@@ -138,7 +142,7 @@ OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wal
 python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_lr_decay runs/uaimf_seed1 runs/uaimf_seed2 runs/alphaflow \
   runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
   runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
-  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 --json \
+  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 --json \
   runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json

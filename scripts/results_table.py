@@ -143,12 +143,14 @@ RUNS = {
     "dmf_fd_6500 (comparison)": ROOT / "runs/dmf_fd_6500/metrics.json",
     # pMF at width 384 for 8000 steps (about the default's time), run with a fused Adam step
     "pmf_w384_8k (comparison)": ROOT / "runs/pmf_w384_8k/metrics.json",
-    # AlphaFlow's default with the paper's Adam beta2 0.95 (--beta2 0.95), and with x-prediction heads (--prediction x:
-    # u = (z - x_hat)/clip(t), as pMF and MeanFlow's 2D default)
-    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("alphaflow_beta2_0.95", "alphaflow_x")},
-    # DMF with the paper's adaptive weighted Cauchy loss (--loss cauchy), the default before the squared error (every dmf_* comparison
-    # run above used it too); and DMF's default on seed 1
-    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("dmf_cauchy", "dmf_seed1")},
+    # AlphaFlow's default with the paper's Adam beta2 0.95 (--beta2 0.95), with x-prediction heads (--prediction x:
+    # u = (z - x_hat)/clip(t), as pMF and MeanFlow's 2D default), and with x-prediction and the plain squared error (--p 0)
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("alphaflow_beta2_0.95", "alphaflow_x", "alphaflow_x_p0")},
+    # DMF with the paper's adaptive weighted Cauchy loss (--loss cauchy), the default before the squared error, without gradient
+    # clipping (--grad-clip 0), as every dmf_* comparison run above; DMF's default on seed 1; the squared error without clipping on
+    # seeds 0 and 1 (seed 1 diverged), and on seed 1 at lr 2e-4
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "dmf_cauchy", "dmf_seed1", "dmf_no_clip", "dmf_seed1_no_clip", "dmf_seed1_lr2e-4")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }

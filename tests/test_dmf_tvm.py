@@ -287,6 +287,21 @@ def test_smoke_writes_every_output(name, extra, tmp_path, request):
 def test_dmf_rejects_a_teacher_of_another_size(tmp_path):
     with pytest.raises(SystemExit, match="--width"):
         load_recipe("dmf").main(["--smoke", "--width", "16", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--grad-clip"):
+        load_recipe("dmf").parse(["--grad-clip", "-1"])
+
+
+def test_dmf_clips_the_gradient_norm_by_default(tmp_path):
+    """--grad-clip 1.5 (the paper's) by default: the history records the pre-clip global norm of every step; 0 turns it off."""
+    from safetensors import safe_open
+    for flags, clipped in (([], True), (["--grad-clip", "0"], False)):
+        out = tmp_path / str(clipped)
+        load_recipe("dmf").main(["--smoke", "--steps", "3", "--out", str(out), *flags])
+        with safe_open(str(out / "checkpoint.safetensors"), framework="pt") as f:
+            history = json.loads(f.metadata()["history"])
+        assert ("grad_norm" in history) is clipped
+        if clipped:
+            assert len(history["grad_norm"]) == 3 and all(n > 0 for n in history["grad_norm"])
 
 
 @pytest.mark.parametrize("name", ["dmf", "tvm"])

@@ -349,3 +349,15 @@ def test_plots_tables_and_json(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == {"path": str(tmp_path), "mode": "a", "pair": [1, 2], "x": 0.5}
     with pytest.raises(TypeError, match=r"obj\['bad'\] is a object"):
         train.write_json(tmp_path / "m.json", {"bad": object()})
+
+
+def test_grad_clip_scales_the_global_gradient_norm_to_the_bound(tmp_path):
+    """One SGD step (lr 1) on L = 3 sum(w) with w in R^4: the gradient is 3 everywhere, norm 6. Clipped to 1.5 the
+    step is -(1.5 / 6) * 3 = -0.75 per entry and the history records the norm before clipping; a bound above 6 changes nothing."""
+    for bound, step in ((1.5, -0.75), (10.0, -3.0)):
+        w = nn.Parameter(torch.zeros(4, dtype=torch.float64))
+        model = nn.ParameterList([w])
+        history = train.train_loop(loss_fn=lambda s: (3 * w.sum(), {}), model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+                                   steps=1, out=tmp_path / str(bound), config={}, dist=CPU, grad_clip=bound)
+        assert history["grad_norm"] == [pytest.approx(6.0)]
+        torch.testing.assert_close(w.detach(), torch.full((4,), step, dtype=torch.float64))
