@@ -34,8 +34,8 @@ the FM teacher's 50-step FD: 0.780 / 0.992):
 and 1.84 to 2.05 on the single draw in every Cauchy variant (dmf_4k, dmf_k2 with half the blocks on t,
 dmf_lr1e-3, dmf_lr_decay, dmf_no_guidance, dmf_fd_6500), all without clipping.
 
-The default fine-tunes 3700 steps, cut from 4000 to fit the 10-minute budget (bench/default_wall_time.py: 137 ms per
-step on 2 threads, timed with the Cauchy loss); the Cauchy comparison runs fine-tuned 4000 steps, beside dmf_4k, except dmf_k2 and
+The default fine-tunes 3700 steps, cut from 4000 to fit the 10-minute budget (bench/default_wall_time.py: 136 ms per
+step on 2 threads, 8.5 min projected); the Cauchy comparison runs fine-tuned 4000 steps, beside dmf_4k, except dmf_k2 and
 dmf_lr1e-3, which fine-tuned 3700, and dmf_fd_6500.
 
     python recipes/dmf.py                       # digits; trains/uses the FM teacher in runs/fm

@@ -22,7 +22,8 @@ Why the 2D defaults differ (README MeanFlow rows; sliced W2 over the data-vs-dat
   every p = 1 run, 0.055 at p = 0 (FM's own: 0.053). 1-NFE: 0.114 with the paper's settings, 0.069 with
   p = 0, uniform times and lr decay, 0.064 with the Fourier features too (rows meanflow_p1,
   meanflow_p0_uniform1_lr_decay, meanflow_12k).
-- x-prediction (as pixel MeanFlow, Lu et al. 2026) brings the 1-step map within 2x of the floor. 1-NFE on
+- x-prediction (as pixel MeanFlow, Lu et al. 2026) brings the 1-step map within 2x of the floor on two of
+  three seeds, and near it on the third. 1-NFE on
   seeds 0 / 1 / 2: 1.68x / 1.23x / 2.02x the floor outputting x (runs meanflow, meanflow_x_seed1,
   meanflow_x_seed2), 2.23x / 2.20x / 2.81x outputting u (runs meanflow_v, meanflow_seed1, meanflow_seed2).
   The gain is in the bulk of the noise: the 1-NFE map's mean distance to the FM teacher's ODE map from
