@@ -26,7 +26,7 @@ global norm; it was about 28 before clipping): without it seed 1's MF loss jumpe
 over pixels) at step 2252 and never recovered. 1-NFE FD, single draw / mean of 5 draws (scripts/fd_draws.py;
 the FM teacher's 50-step FD: 0.780 / 0.992):
 
-    squared error, clipped (default), seeds 0 / 1 (runs dmf, dmf_seed1)      0.82, 0.94 / 1.16, 1.18
+    squared error, clipped (default), seeds 0 / 1 / 2 (runs dmf, dmf_seed*)  0.82, 0.94 / 1.16, 1.18 / 1.30, 1.28
     squared error, not clipped, seeds 0 / 1 (dmf_no_clip, dmf_seed1_no_clip)  0.79, 0.88 / 13.9 (diverged)
     squared error, not clipped, lr 2e-4, seed 1 (dmf_seed1_lr2e-4)            1.13, 1.10
     Cauchy loss, not clipped, seed 0 (dmf_cauchy)                             1.90, 2.09

@@ -58,7 +58,7 @@ python recipes/alphaflow.py --beta2 0.95 --out runs/alphaflow_beta2_0.95
 python recipes/alphaflow.py --prediction x --out runs/alphaflow_x
 python recipes/alphaflow.py --prediction x --p 0 --out runs/alphaflow_x_p0
 python recipes/dmf.py --loss cauchy --grad-clip 0 --out runs/dmf_cauchy   # the default before the squared error (the paper's loss)
-python recipes/dmf.py --seed 1 --out runs/dmf_seed1
+for seed in 1 2; do python recipes/dmf.py --seed $seed --out runs/dmf_seed$seed; done
 python recipes/dmf.py --grad-clip 0 --out runs/dmf_no_clip   # the squared error without clipping: seed 0, and seed 1, which diverged
 python recipes/dmf.py --grad-clip 0 --seed 1 --out runs/dmf_seed1_no_clip
 python recipes/dmf.py --grad-clip 0 --lr 2e-4 --seed 1 --out runs/dmf_seed1_lr2e-4
@@ -142,7 +142,7 @@ OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wal
 python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_lr_decay runs/uaimf_seed1 runs/uaimf_seed2 runs/alphaflow \
   runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
   runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
-  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 --json \
+  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_seed2 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 --json \
   runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json
