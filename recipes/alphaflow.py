@@ -59,6 +59,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     experiment.add_meanflow_loss_args(p)
     p.set_defaults(omega=1.0, kappa=0.0)  # measured on digits: see the module docstring
     args = experiment.finalize_args(p.parse_args(argv))
+    if not 0.0 <= args.beta2 < 1.0:
+        raise SystemExit(f"--beta2 must be in [0, 1), got {args.beta2}")
     args.curriculum_steps = args.steps if args.curriculum_steps is None else args.curriculum_steps
     if args.curriculum_steps < 1:
         raise SystemExit(f"--curriculum-steps must be >= 1, got {args.curriculum_steps}")

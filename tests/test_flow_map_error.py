@@ -38,3 +38,15 @@ def test_a_run_without_its_checkpoint_is_refused_by_name(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["flow_map_error.py", str(tmp_path)])
     with pytest.raises(SystemExit, match=f"{tmp_path} is not a finished run: it lacks checkpoint.safetensors"):
         _script().main()
+
+
+def test_a_runs_prediction_sets_how_its_output_is_read(tmp_path):
+    """config.json's prediction: x gives u = (z - out)/t, so a 1-step jump from t = 1 lands on the output; absent, out is u."""
+    import json
+    fme = _script()
+    out = torch.tensor([[0.5, -1.0], [2.0, 0.25]], dtype=torch.float64)
+    model = lambda z, t, s, y: out  # noqa: E731
+    z, one, zero = torch.tensor([[1.0, 2.0], [-3.0, 0.5]], dtype=torch.float64), torch.ones(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for config, u in (({"prediction": "x"}, z - out), ({}, out)):
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        torch.testing.assert_close(fme.average_velocity(tmp_path, model)(z, one, zero), u, rtol=0, atol=1e-15)

@@ -282,6 +282,8 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
         load_recipe("imf").main(["--smoke", "--t-min", "0.7", "--t-max", "0.2", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="--alpha-start"):
         load_recipe("alphaflow").main(["--smoke", "--alpha-start", "0.8", "--alpha-end", "0.5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--beta2"):
+        load_recipe("alphaflow").parse(["--beta2", "1.5"])
 
 
 @pytest.mark.parametrize("name", RECIPES)
