@@ -131,6 +131,7 @@ def add_common_args(parser: argparse.ArgumentParser, *, data: str, steps: int, b
     g.add_argument("--batch", type=int, default=batch, help="global batch size, split over ranks (default: %(default)s)")
     g.add_argument("--lr", type=float, default=lr, help="Adam learning rate (default: %(default)s)")
     g.add_argument("--lr-decay", type=float, default=0.0, help="fraction of the run, at its end, over which the learning rate falls linearly to 0 (default: %(default)s)")
+    g.add_argument("--grad-clip", type=float, default=0.0, help="clip the global gradient norm to this; 0 = off (default: %(default)s)")
     g.add_argument("--ema", type=float, default=0.999, help="EMA decay of the evaluated weights (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", type=Path, default=Path(out), help="output folder (default: %(default)s)")
@@ -162,6 +163,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     for name in ("steps", "batch", "width", "depth"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not args.grad_clip >= 0:
+        raise SystemExit(f"--grad-clip must be >= 0 (0 = off), got {args.grad_clip}")
     if not 0 <= args.ema < 1:
         raise SystemExit(f"--ema must be in [0, 1), got {args.ema}")
     if args.fourier_features < 0 or not args.fourier_scale > 0:
@@ -230,16 +233,15 @@ def setup_distillation(args: argparse.Namespace, *, init_from_teacher: bool, sou
 
 def run_training(args: argparse.Namespace, run: Setup, loss_fn: Callable[[int], tuple[Tensor, dict[str, float]]],
                  optimizer: torch.optim.Optimizer, desc: str, extra_modules: Mapping[str, nn.Module] = {},
-                 eval_flags: tuple[str, ...] = (), grad_clip: float | None = None) -> tuple[dict[str, list[float]], float]:
-    """``train.train_loop`` with the common flags; returns (loss history, training seconds).
-    ``grad_clip``: clip the global gradient norm to it (None: no clipping).
+                 eval_flags: tuple[str, ...] = ()) -> tuple[dict[str, list[float]], float]:
+    """``train.train_loop`` with the common flags (--grad-clip 0: no clipping); returns (loss history, training seconds).
     ``extra_modules``: further trained modules by role name (e.g. a learned loss weight), checkpointed and resumed.
     ``eval_flags``: the recipe's flags that only change its evaluation (with --eval-samples), so that
     ``--resume`` of a finished run with other values re-evaluates the same weights."""
     start = time.perf_counter()
     history = train.train_loop(loss_fn=loss_fn, model=run.model, optimizer=optimizer, steps=args.steps, out=args.out,
                                config=config_of(args), dist=run.dist, ema=run.ema, extra_modules=extra_modules, resume=args.resume,
-                               ckpt_every=args.ckpt_every, grad_clip=grad_clip, lr_schedule=linear_decay_tail(args.steps, args.lr_decay), desc=desc,
+                               ckpt_every=args.ckpt_every, grad_clip=args.grad_clip or None, lr_schedule=linear_decay_tail(args.steps, args.lr_decay), desc=desc,
                                resume_may_differ=train.RESUME_MAY_DIFFER + ("eval_samples", *eval_flags))
     return history, round(time.perf_counter() - start, 1)
 

@@ -94,10 +94,18 @@ def velocity_from_prediction(prediction: Prediction, z: Tensor, out: Tensor, t: 
 
 def velocity_network(model: Callable[..., Tensor], prediction: Prediction, floor: float = 0.05) -> Callable[..., Tensor]:
     """The network read as a velocity (or average-velocity) field: (z, t, s, *rest) -> the velocity implied by
-    ``model(z, t, s, *rest)`` under ``prediction`` (``velocity_from_prediction``). Under x-prediction a flow-map
-    jump z_s = z - (t - s)(z - x_hat)/t = (s/t) z + (1 - s/t) x_hat, so the 1-step map z_1 -> x_hat(z_1, 1, 0)."""
+    ``model(z, t, s, *rest)`` under ``prediction`` (``velocity_from_prediction``); a model with several heads
+    (a tuple of outputs, as iMF's u and v) is read head by head. Under x-prediction a flow-map jump
+    z_s = z - (t - s)(z - x_hat)/t = (s/t) z + (1 - s/t) x_hat, so the 1-step map z_1 -> x_hat(z_1, 1, 0)."""
     prediction = Prediction(prediction)
-    return lambda z, t, s, *rest: velocity_from_prediction(prediction, z, model(z, t, s, *rest), t, floor)
+
+    def velocity(z: Tensor, t: Tensor, s: Tensor, *rest) -> Tensor | tuple[Tensor, ...]:
+        out = model(z, t, s, *rest)
+        if isinstance(out, tuple):
+            return tuple(velocity_from_prediction(prediction, z, head, t, floor) for head in out)
+        return velocity_from_prediction(prediction, z, out, t, floor)
+
+    return velocity
 
 
 def trajectory_average_velocity(z_t: Tensor, z_s: Tensor, t: Tensor, s: Tensor) -> Tensor:

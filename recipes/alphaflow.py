@@ -22,6 +22,8 @@ it measured (1-NFE FD after 7000 steps; the FM teacher's 50-step FD: 0.78; READM
     no CFG, Adam beta2 0.95 (the paper's; --beta2 0.95), seed 0          2.15
     no CFG, x-prediction heads (--prediction x), seed 0                  1.78
     no CFG, x-prediction heads, p = 0 (--prediction x --p 0), seed 0     1.51
+    no CFG, p = 0, gradient norm clipped at 1.5 (--p 0 --grad-clip 1.5)    5.98
+    no CFG, alpha from 1 to 0 over 50-83% of the run (the paper's XL window)  2.79
 
 (as means of 5 noise draws, scripts/fd_draws.py: the default's seeds 0 / 1 1.58 / 1.68, 10000 steps 1.58; the teacher's: 0.99)
 

@@ -23,7 +23,9 @@ Sampling: z_s = z_t + (s - t) u(z_t, t, s, y, c) at 1, 2, 4 NFE with c = (1 - 1/
 guidance costs no extra evaluation. iMF conditions its DiT by in-context tokens: --model dit uses
 them (one token per time input, class and scalar condition). The default is the residual MLP
 (adaLN): on CPU the DiT takes several times longer per step and stays far behind in 10 minutes.
-recipes/pmf.py is the same objective with x-prediction heads.
+recipes/pmf.py is the same objective with x-prediction heads. Here --prediction x (u = (z - x_u)/clip(t, --t-floor))
+did not help on digits: 1-NFE FD 2.88 against 1.60 (run imf_x), while pmf.py, with its own time sampler and
+learning-rate decay, measured x better than v (1.18 vs 1.40 with the JVP).
 
     python recipes/imf.py                                    # digits, MLP
     python recipes/imf.py --model dit --derivative fused     # in-context DiT, fused JVP attention
@@ -48,6 +50,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="du/dt back end (default: %(default)s)")
     p.add_argument("--time-inputs", type=TimeInputs, choices=list(TimeInputs), default=TimeInputs.T_GAP,
                    help="embedded times; iMF's DiT uses gap only (default: t_gap)")
+    p.add_argument("--prediction", type=targets.Prediction, choices=list(targets.Prediction), default=targets.Prediction.V,
+                   help="what the two heads output: v, the velocities themselves (iMF), or x with u = (z - x_u)/clip(t), as pMF (default: %(default)s)")
+    p.add_argument("--t-floor", type=float, default=0.05, help="clip of t in u = (z - x)/t under --prediction x (default: %(default)s)")
     p.add_argument("--equal-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
     p.add_argument("--omega-max", type=float, default=4.0, help="largest training guidance scale (default: %(default)s)")
     p.add_argument("--omega", type=float, default=1.0, help="guidance scale for sampling; 1 = unguided (1-NFE FD 1.59 vs 2.16 at 1.5, README imf rows) (default: %(default)s)")
@@ -74,10 +79,12 @@ def model_options(args: argparse.Namespace) -> dict:
 
 def generators(student: torch.nn.Module, args: argparse.Namespace, source: experiment.Source) -> dict[str, experiment.Generator]:
     """1/2/4-NFE flow-map samplers of the u-head at (--omega, --t-min, --t-max) (also used by scripts/fd_draws.py)."""
+    velocities = targets.velocity_network(student, args.prediction, args.t_floor)
+
     def flow_map(y: torch.Tensor) -> sampling.FlowMap:
         n = y.shape[0]
         c = conditions(torch.full((n,), float(args.omega)), torch.full((n,), float(args.t_min)), torch.full((n,), float(args.t_max)))
-        return lambda z, t, s: student(z, t, s, y, c)[0]
+        return lambda z, t, s: velocities(z, t, s, y, c.to(z.dtype))[0]
 
     return {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
 
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr, betas=(0.9, 0.95))
     path, t_dist, derivative = LinearPath(), LogitNormal(-0.4, 1.0), DirectionalDerivative(args.derivative)
+    velocities = targets.velocity_network(net, args.prediction, args.t_floor)
 
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = source.batch(args.batch // dist.world_size)
@@ -102,14 +110,14 @@ def main(argv: list[str] | None = None) -> dict:
         omega = guidance.sample_guidance_scale(n, args.omega_max)
         w = torch.where(guidance.within_interval(t, t_min, t_max), omega, ones)
         with torch.no_grad():
-            _, v_both = net(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, source.null_class)]),
+            _, v_both = velocities(torch.cat([z, z]), torch.cat([t, t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, source.null_class)]),
                             conditions(torch.cat([w, ones]), torch.zeros(2 * n), torch.ones(2 * n)))
         v_c, v_u = v_both.chunk(2)
         v_g = guidance.imf_guided_velocity(v_t, v_c, v_u, w)
         y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
         v_g = torch.where(dropped.reshape(-1, 1, 1, 1), v_t, v_g).detach()
         c = conditions(omega, t_min, t_max)
-        (u, v), (du_dt, _) = derivative(lambda z_, t_: net(z_, t_, s, y, c), (z, t), (v_c, torch.ones_like(t)))
+        (u, v), (du_dt, _) = derivative(lambda z_, t_: velocities(z_, t_, s, y, c), (z, t), (v_c, torch.ones_like(t)))
         per_sample, loss_u, loss_v = losses.improved_meanflow_loss(targets.compound_velocity(u, du_dt, t, s), v, v_g, args.c, args.p)
         loss = per_sample.mean()
         return loss, {"loss": loss.item(), "mse_u": loss_u.mean().item(), "mse_v": loss_v.mean().item()}

@@ -61,7 +61,8 @@ def train_phase(args: argparse.Namespace, dist: train.Dist, model: nn.Module, na
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     config = {**experiment.config_of(args), "phase": name}
     history = train.train_loop(loss_fn=lambda step: loss_of(net), model=model, optimizer=optimizer, steps=steps, out=out, config=config, dist=dist,
-                     ema=ema, resume=resume, ckpt_every=args.ckpt_every, lr_schedule=experiment.linear_decay_tail(steps, args.lr_decay),
+                     ema=ema, resume=resume, ckpt_every=args.ckpt_every, grad_clip=args.grad_clip or None,
+                     lr_schedule=experiment.linear_decay_tail(steps, args.lr_decay),
                      desc=name, resume_may_differ=RESUME_MAY_DIFFER + ("distill_steps",))
     return ema.averaged(args.ema).eval().requires_grad_(False), history["loss"]
 

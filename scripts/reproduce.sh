@@ -62,6 +62,12 @@ for seed in 1 2; do python recipes/dmf.py --seed $seed --out runs/dmf_seed$seed;
 python recipes/dmf.py --grad-clip 0 --out runs/dmf_no_clip   # the squared error without clipping: seed 0, and seed 1, which diverged
 python recipes/dmf.py --grad-clip 0 --seed 1 --out runs/dmf_seed1_no_clip
 python recipes/dmf.py --grad-clip 0 --lr 2e-4 --seed 1 --out runs/dmf_seed1_lr2e-4
+python recipes/uaimf.py --p 0 --grad-clip 1.5 --out runs/uaimf_p0_clip   # the plain squared error with gradient clipping
+python recipes/alphaflow.py --p 0 --grad-clip 1.5 --out runs/alphaflow_p0_clip
+python recipes/alphaflow.py --alpha-start 0.5 --alpha-end 0.83 --out runs/alphaflow_xl_schedule   # the paper's XL curriculum window
+python recipes/alphaflow.py --alpha-end 0.5 --out runs/alphaflow_end0.5   # the curriculum over the first half, MeanFlow after
+python recipes/imf.py --prediction x --out runs/imf_x   # x-prediction heads, as pMF
+python recipes/imf.py --omega-max 1 --out runs/imf_omega_max1   # no training-time guidance
 python recipes/dmf.py --decoupled-blocks 2 --loss cauchy --grad-clip 0 --out runs/dmf_k2
 python recipes/dmf.py --lr 1e-3 --loss cauchy --grad-clip 0 --out runs/dmf_lr1e-3
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done

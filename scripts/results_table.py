@@ -151,6 +151,13 @@ RUNS = {
     # clipping on seeds 0 and 1 (seed 1 diverged), and on seed 1 at lr 2e-4
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "dmf_cauchy", "dmf_seed1", "dmf_seed2", "dmf_no_clip", "dmf_seed1_no_clip", "dmf_seed1_lr2e-4")},
+    # gradient clipping (--grad-clip 1.5, DMF's value, now a common flag) with the plain squared error (--p 0) on UAIMF and AlphaFlow;
+    # AlphaFlow's curriculum laid as the paper's XL run (alpha from 1 to 0 between 50% and 83% of the run) and over the first half only
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "uaimf_p0_clip", "alphaflow_p0_clip", "alphaflow_xl_schedule", "alphaflow_end0.5")},
+    # improved MeanFlow with x-prediction heads (--prediction x: u = (z - x_u)/clip(t), as pMF), and without training-time
+    # guidance (--omega-max 1: omega = 1 on every row, so v_g = v_t)
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_x", "imf_omega_max1")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }

@@ -286,6 +286,29 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
         load_recipe("alphaflow").parse(["--beta2", "1.5"])
 
 
+def test_imf_x_prediction_reads_the_u_head_as_an_image():
+    """--prediction x: u = (z - x_u)/t, so the 1-NFE sample is the u-head's output at (eps, 1, 0) and a 2-NFE
+    jump from 1 to 1/2 lands on (eps + x_u(eps, 1, 1/2))/2; --prediction v samples eps - u. fp64."""
+    from flowcore import experiment
+    imf = load_recipe("imf")
+    source = experiment.load_source("digits")
+    args = imf.parse(["--smoke", "--prediction", "x"])
+    torch.manual_seed(0)
+    net = experiment.build_model(args.model, source, width=16, depth=1, **imf.model_options(args)).double().eval()
+    for p in net.parameters():  # leave the zero-initialised output layers: make the heads depend on every input
+        torch.nn.init.normal_(p, std=0.3)
+    eps, y = torch.randn(8, *source.shape, dtype=torch.float64), torch.arange(8) % 10
+    at = lambda v: torch.full((8,), v, dtype=torch.float64)  # noqa: E731
+    c = imf.conditions(at(args.omega), at(args.t_min), at(args.t_max))
+    with torch.no_grad():
+        x_u = net(eps, at(1.0), at(0.0), y, c)[0]
+        torch.testing.assert_close(imf.generators(net, args, source)["1nfe"](eps, y), x_u, rtol=1e-12, atol=1e-12)
+        z_half = 0.5 * (eps + net(eps, at(1.0), at(0.5), y, c)[0])
+        torch.testing.assert_close(imf.generators(net, args, source)["2nfe"](eps, y), net(z_half, at(0.5), at(0.0), y, c)[0], rtol=1e-12, atol=1e-12)
+        v_args = imf.parse(["--smoke", "--prediction", "v"])
+        torch.testing.assert_close(imf.generators(net, v_args, source)["1nfe"](eps, y), eps - x_u, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", RECIPES)
 def test_help_lists_flags(name):
     assert_help_lists(name, "--smoke", "--resume", "--derivative")
