@@ -6,31 +6,39 @@ curriculum from one to the other. On the rows with s < t the target is
     L = alpha sum_d (u - sg u_tgt)^2 / sg(sum_d (u - sg u_tgt)^2 + c)                  (adaptive weight)
 
 alpha = 1 is trajectory flow matching (u_tgt = v_g); alpha -> 0 gives MeanFlow's gradient. alpha follows
-the official sigmoid (gamma = 25, snapped to 1 / 0 within 0.005) from 1 down to 0 over the run; once it
-is 0 the rows use MeanFlow's target v_g - (t - s) du/dt with du/dt from --derivative. The rows with
-s = t (--fm-fraction, 0.5 as the official B/2 run) regress v_g. Everything else is recipes/meanflow.py:
-t, s ~ logit-normal(-0.4, 1) sorted, 10% label dropout on digits, adaptive weight p = 1, c = 0.01 on a
-sum over dims, sampling z_s = z_t + (s - t) u at 1, 2, 4 NFE.
+the official sigmoid (gamma = 25, snapped to 1 / 0 within 0.005) from 1 down to 0 between --alpha-start and
+--alpha-end (fractions of the run); once it is 0 the rows use MeanFlow's target v_g - (t - s) du/dt with
+du/dt from --derivative. The rows with s = t (--fm-fraction, 0.5 as the official B/2 run) regress v_g.
+Everything else is recipes/meanflow.py: t, s ~ logit-normal(-0.4, 1) sorted, 10% label dropout on digits,
+adaptive weight w = 1/sg(L + c)^p, c = 0.01 on a sum over dims, sampling z_s = z_t + (s - t) u at 1, 2, 4 NFE.
 
-One default differs from the paper's: no training-time CFG (omega 1, kappa 0, so v_g = v). On digits
-it measured (1-NFE FD after 7000 steps; the FM teacher's 50-step FD: 0.78; README, alphaflow rows):
+Three defaults differ from the paper's, each measured on digits: no training-time CFG (omega 1, kappa 0, so
+v_g = v); p = 0.5 with the learning rate falling to 0 over the last 30% (as uaimf.py); and the curriculum laid
+on the first half of the run (--alpha-end 0.5: alpha = 1 for the first 15% of the steps, 0 from 35% on), where
+the official default spans the whole run. The two go together: with the whole-run curriculum alpha reaches 0
+only at 71% of the run, so the learning-rate decay falls on the MeanFlow phase that sets the 1-step map.
+1-NFE FD after 7000 steps (the FM teacher's 50-step FD: 0.77 on the evaluation's draw; README, alphaflow rows):
 
-    training-time CFG, omega 1.5, kappa 0.5 (the paper's), seed 0        4.08
-    no training-time CFG (default), seeds 0 / 1                          1.38 / 1.70
-    no CFG, p = 0.5, lr decay 0.3, seed 0                                1.86
-    no CFG, 10000 steps, seed 0                                          1.42
-    no CFG, Adam beta2 0.95 (the paper's; --beta2 0.95), seed 0          2.15
-    no CFG, x-prediction heads (--prediction x), seed 0                  1.78
-    no CFG, x-prediction heads, p = 0 (--prediction x --p 0), seed 0     1.51
-    no CFG, p = 0, gradient norm clipped at 1.5 (--p 0 --grad-clip 1.5)    5.98
-    no CFG, alpha from 1 to 0 over 50-83% of the run (the paper's XL window)  2.79
+    default (no CFG, p = 0.5, lr decay 0.3, --alpha-end 0.5), seeds 0 / 1 / 2        0.90 / 1.66 / 1.10
+    MeanFlow with the same loss settings (meanflow_digits_p0.5_lr_decay_no_cfg)        1.04
+    the earlier default (p = 1, no lr decay, --alpha-end 1), seeds 0 / 1               1.38 / 1.70
+    earlier default with training-time CFG, omega 1.5, kappa 0.5 (the paper's)         4.08
+    earlier default with p = 0.5 and lr decay 0.3 (--alpha-end 1)                      1.86
+    earlier default with --alpha-end 0.5 (p = 1, no lr decay)                          1.40
+    earlier default with the paper's XL window (--alpha-start 0.5 --alpha-end 0.83)    2.79
+    earlier default for 10000 steps                                                    1.42
+    earlier default with Adam beta2 0.95 (the paper's; --beta2 0.95)                   2.15
+    earlier default with x-prediction heads (--prediction x)                           1.78
+    earlier default with x-prediction heads and p = 0 (--prediction x --p 0)           1.51
+    earlier default with p = 0 and the gradient norm clipped at 1.5 (--grad-clip 1.5)  5.98
 
-(as means of 5 noise draws, scripts/fd_draws.py: the default's seeds 0 / 1 1.58 / 1.68, 10000 steps 1.58; the teacher's: 0.99)
+(as means of 5 noise draws, scripts/fd_draws.py: the default's seeds 0 / 1 / 2 1.04 / 1.66 / 1.26; the earlier
+default's seeds 0 / 1 1.58 / 1.68; the teacher's: 0.99)
 
     python recipes/alphaflow.py                              # digits
-    python recipes/alphaflow.py --omega 1.5 --kappa 0.5 --out runs/alphaflow_paper   # the paper's training-time CFG
+    python recipes/alphaflow.py --omega 1.5 --kappa 0.5 --alpha-end 1 --p 1 --lr-decay 0 --out runs/alphaflow_paper   # the paper's training-time CFG
     python recipes/alphaflow.py --data checkerboard --steps 12000 --batch 256
-    python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg   # comparison
+    python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0   # comparison
 """
 
 from __future__ import annotations
@@ -52,14 +60,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fm-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
     p.add_argument("--curriculum-steps", type=int, default=None, help="length the alpha curriculum is laid on (default: --steps; keep it when a resumed run extends --steps)")
     p.add_argument("--alpha-start", type=float, default=0.0, help="fraction of the curriculum where the alpha sigmoid starts (default: %(default)s)")
-    p.add_argument("--alpha-end", type=float, default=1.0, help="fraction of the curriculum where it ends (default: %(default)s)")
+    p.add_argument("--alpha-end", type=float, default=0.5, help="fraction of the curriculum where it ends; the official default is 1 (default: %(default)s)")
     p.add_argument("--gamma", type=float, default=25.0, help="sigmoid sharpness of the alpha curriculum (default: %(default)s)")
     p.add_argument("--prediction", type=targets.Prediction, choices=list(targets.Prediction), default=targets.Prediction.V,
                    help="what the network outputs: v, the average velocity itself (the paper), or x with u = (z - x)/clip(t), as pMF (default: %(default)s)")
     p.add_argument("--t-floor", type=float, default=0.05, help="clip of t in u = (z - x)/t under --prediction x (default: %(default)s)")
     p.add_argument("--beta2", type=float, default=0.999, help="Adam's beta2 (default: %(default)s)")
     experiment.add_meanflow_loss_args(p)
-    p.set_defaults(omega=1.0, kappa=0.0)  # measured on digits: see the module docstring
+    p.set_defaults(omega=1.0, kappa=0.0, p=0.5, lr_decay=0.3)  # measured on digits: see the module docstring
     args = experiment.finalize_args(p.parse_args(argv))
     if not 0.0 <= args.beta2 < 1.0:
         raise SystemExit(f"--beta2 must be in [0, 1), got {args.beta2}")

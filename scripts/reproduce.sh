@@ -35,7 +35,7 @@ python recipes/meanflow.py --steps 16000 --prediction v --out runs/meanflow_16k 
 python recipes/meanflow.py --steps 16000 --seed 1 --prediction v --out runs/meanflow_16k_seed1
 python recipes/meanflow.py --seed 1 --fourier-scale 2 --prediction v --out runs/meanflow_seed1_fourier_scale2
 python recipes/uaimf.py --ema 0.9995 --out runs/uaimf_ema0.9995
-python recipes/alphaflow.py --omega 1 --kappa 0 --ema 0.9995 --out runs/alphaflow_no_cfg_ema0.9995
+python recipes/alphaflow.py --omega 1 --kappa 0 --ema 0.9995 --alpha-end 1 --p 1 --lr-decay 0 --out runs/alphaflow_no_cfg_ema0.9995
 python recipes/pmf.py --out runs/pmf
 # the defaults before their step counts were cut to fit 10 minutes (bench/default_wall_time.py), and the comparison runs made at those counts
 python recipes/pmf.py --derivative jvp --steps 7000 --out runs/pmf_7k
@@ -53,21 +53,26 @@ python recipes/pmf.py --steps 7000 --out runs/pmf_fd_7k
 python recipes/uaimf.py --derivative fd --out runs/uaimf_fd
 python recipes/dmf.py --derivative fd --steps 6500 --loss cauchy --grad-clip 0 --out runs/dmf_fd_6500
 python recipes/pmf.py --derivative jvp --width 384 --steps 8000 --out runs/pmf_w384_8k
-python recipes/alphaflow.py --steps 10000 --out runs/alphaflow_10k
-python recipes/alphaflow.py --beta2 0.95 --out runs/alphaflow_beta2_0.95
-python recipes/alphaflow.py --prediction x --out runs/alphaflow_x
-python recipes/alphaflow.py --prediction x --p 0 --out runs/alphaflow_x_p0
+python recipes/alphaflow.py --steps 10000 --alpha-end 1 --p 1 --lr-decay 0 --out runs/alphaflow_10k
+python recipes/alphaflow.py --beta2 0.95 --alpha-end 1 --p 1 --lr-decay 0 --out runs/alphaflow_beta2_0.95
+python recipes/alphaflow.py --prediction x --alpha-end 1 --p 1 --lr-decay 0 --out runs/alphaflow_x
+python recipes/alphaflow.py --prediction x --p 0 --alpha-end 1 --lr-decay 0 --out runs/alphaflow_x_p0
 python recipes/dmf.py --loss cauchy --grad-clip 0 --out runs/dmf_cauchy   # the default before the squared error (the paper's loss)
 for seed in 1 2; do python recipes/dmf.py --seed $seed --out runs/dmf_seed$seed; done
 python recipes/dmf.py --grad-clip 0 --out runs/dmf_no_clip   # the squared error without clipping: seed 0, and seed 1, which diverged
 python recipes/dmf.py --grad-clip 0 --seed 1 --out runs/dmf_seed1_no_clip
 python recipes/dmf.py --grad-clip 0 --lr 2e-4 --seed 1 --out runs/dmf_seed1_lr2e-4
 python recipes/uaimf.py --p 0 --grad-clip 1.5 --out runs/uaimf_p0_clip   # the plain squared error with gradient clipping
-python recipes/alphaflow.py --p 0 --grad-clip 1.5 --out runs/alphaflow_p0_clip
-python recipes/alphaflow.py --alpha-start 0.5 --alpha-end 0.83 --out runs/alphaflow_xl_schedule   # the paper's XL curriculum window
-python recipes/alphaflow.py --alpha-end 0.5 --out runs/alphaflow_end0.5   # the curriculum over the first half, MeanFlow after
+python recipes/alphaflow.py --p 0 --grad-clip 1.5 --alpha-end 1 --lr-decay 0 --out runs/alphaflow_p0_clip
+python recipes/alphaflow.py --alpha-start 0.5 --alpha-end 0.83 --p 1 --lr-decay 0 --out runs/alphaflow_xl_schedule   # the paper's XL curriculum window
+python recipes/alphaflow.py --alpha-end 0.5 --p 1 --lr-decay 0 --out runs/alphaflow_end0.5   # the curriculum over the first half, MeanFlow after
+python recipes/alphaflow.py --alpha-end 1 --p 1 --lr-decay 0 --out runs/alphaflow_p1_alpha_end1   # the default before p = 0.5, lr decay and --alpha-end 0.5
+python recipes/alphaflow.py --seed 1 --out runs/alphaflow_seed1   # the default on seeds 1 and 2
+python recipes/alphaflow.py --seed 2 --out runs/alphaflow_seed2
 python recipes/imf.py --prediction x --out runs/imf_x   # x-prediction heads, as pMF
 python recipes/imf.py --omega-max 1 --out runs/imf_omega_max1   # no training-time guidance
+python recipes/imf.py --beta2 0.999 --out runs/imf_beta2_0.999   # Adam's default beta2
+python recipes/uaimf.py --no-gap-weight --out runs/uaimf_no_gap_weight   # DTD only
 python recipes/dmf.py --decoupled-blocks 2 --loss cauchy --grad-clip 0 --out runs/dmf_k2
 python recipes/dmf.py --lr 1e-3 --loss cauchy --grad-clip 0 --out runs/dmf_lr1e-3
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
@@ -85,10 +90,10 @@ python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/mea
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --lr-decay 0.3 --out runs/meanflow_digits_no_cfg_lr_decay
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --out runs/meanflow_digits_p0.5_lr_decay_no_cfg
-python recipes/alphaflow.py --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --out runs/alphaflow_p0.5_lr_decay_no_cfg
+python recipes/alphaflow.py --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --alpha-end 1 --out runs/alphaflow_p0.5_lr_decay_no_cfg
 python recipes/uaimf.py --acceleration min_snr --out runs/uaimf_min_snr
 for seed in 1 2; do python recipes/uaimf.py --acceleration min_snr --seed $seed --out runs/uaimf_min_snr_seed$seed; done
-python recipes/alphaflow.py --omega 1 --kappa 0 --seed 1 --out runs/alphaflow_no_cfg_seed1
+python recipes/alphaflow.py --omega 1 --kappa 0 --seed 1 --alpha-end 1 --p 1 --lr-decay 0 --out runs/alphaflow_no_cfg_seed1
 python recipes/uaimf.py --p 1 --lr-decay 0 --out runs/uaimf_no_cfg
 python recipes/uaimf.py --p 0 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/uaimf_p0
 python recipes/uaimf.py --p 0 --lr-decay 0 --out runs/uaimf_p0_no_cfg
@@ -145,10 +150,10 @@ python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --json bench/out/compiled_step.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --data digits --json bench/out/compiled_step_digits.json
 OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wall_time.json  # alone on an idle machine
-python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_lr_decay runs/uaimf_seed1 runs/uaimf_seed2 runs/alphaflow \
+python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_lr_decay runs/uaimf_seed1 runs/uaimf_seed2 runs/alphaflow_p1_alpha_end1 \
   runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
   runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
-  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_seed2 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 --json \
+  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_seed2 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 runs/alphaflow runs/alphaflow_seed1 runs/alphaflow_seed2 runs/uaimf_no_gap_weight --json \
   runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json

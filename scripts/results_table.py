@@ -158,6 +158,10 @@ RUNS = {
     # improved MeanFlow with x-prediction heads (--prediction x: u = (z - x_u)/clip(t), as pMF), and without training-time
     # guidance (--omega-max 1: omega = 1 on every row, so v_g = v_t)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_x", "imf_omega_max1")},
+    # improved MeanFlow with Adam's beta2 at 0.999 instead of iMF's 0.95; UAIMF's default without the gap weight (DTD only)
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_beta2_0.999", "uaimf_no_gap_weight")},
+    # AlphaFlow's earlier default (p = 1, no lr decay, the curriculum over the whole run: --alpha-end 1), and the default on seeds 1 and 2
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("alphaflow_p1_alpha_end1", "alphaflow_seed1", "alphaflow_seed2")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }
@@ -361,9 +365,11 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
     alpha, ua = "AlphaFlow's curriculum beats MeanFlow at equal steps", "UAIMF's weighting converges faster than MeanFlow (equal steps)"
     matched = ", both with p = 0.5, lr decay 0.3 and no training-time CFG"
     # (variant run, MeanFlow run with the same settings, claim text); uaimf's defaults are p = 0.5, lr decay 0.3, no CFG
-    pairs = [("alphaflow_paper", "meanflow_digits", alpha + ", both with the paper's training-time CFG (omega 1.5, kappa 0.5)"),
-             ("alphaflow", "meanflow_digits_no_cfg", alpha + ", both without training-time CFG"),
-             ("alphaflow_p0.5_lr_decay_no_cfg", "meanflow_digits_p0.5_lr_decay_no_cfg", alpha + matched),
+    whole, half = " (alpha's curriculum over the whole run)", " (alpha's curriculum over the first half of the run, alphaflow's default)"
+    pairs = [("alphaflow_paper", "meanflow_digits", alpha + ", both with the paper's training-time CFG (omega 1.5, kappa 0.5)" + whole),
+             ("alphaflow_p1_alpha_end1", "meanflow_digits_no_cfg", alpha + ", both without training-time CFG" + whole),
+             ("alphaflow_p0.5_lr_decay_no_cfg", "meanflow_digits_p0.5_lr_decay_no_cfg", alpha + matched + whole),
+             ("alphaflow", "meanflow_digits_p0.5_lr_decay_no_cfg", alpha + matched + half),
              ("uaimf_no_cfg", "meanflow_digits_no_cfg", ua + ", both without training-time CFG"),
              ("uaimf", "meanflow_digits_p0.5_lr_decay_no_cfg", ua + matched)]
     for name, base_name, text in pairs:

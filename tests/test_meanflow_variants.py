@@ -23,8 +23,8 @@ S2 = 0.25  # data variance of the Gaussian oracle
 RECIPES = ["alphaflow", "uaimf", "imf"]
 UAIMF_LOSS_DEFAULTS = ["--p", "0.5", "--lr-decay", "0.3", "--omega", "1", "--kappa", "0"]
 """uaimf.py's loss and schedule defaults, spelled out for the MeanFlow runs it is compared with."""
-ALPHAFLOW_LOSS_DEFAULTS = ["--omega", "1", "--kappa", "0"]
-"""alphaflow.py's defaults that differ from meanflow.py's (no training-time CFG)."""
+ALPHAFLOW_LOSS_DEFAULTS = UAIMF_LOSS_DEFAULTS
+"""alphaflow.py's loss and schedule defaults that differ from meanflow.py's, the same as uaimf.py's."""
 
 
 def _pairs(n=64, d=3, seed=0):
@@ -254,13 +254,18 @@ def _check_outputs(tmp_path: Path, results: dict) -> None:
 def test_alphaflow_smoke_walks_the_whole_curriculum(tmp_path):
     """6 smoke steps cover alpha = 1 (no extra forward), 0 < alpha < 1 (JVP-free) and alpha = 0 (MeanFlow rows, JVP)."""
     # p = 0: the plain squared error, which (unlike p = 1's L / (L + c) ~ 1 in float32) shows the two derivatives' difference
-    _check_outputs(tmp_path, load_recipe("alphaflow").main(["--smoke", "--p", "0", "--derivative", "jvp", "--out", str(tmp_path)]))
+    whole_run = ["--smoke", "--p", "0", "--alpha-end", "1"]
+    _check_outputs(tmp_path, load_recipe("alphaflow").main([*whole_run, "--derivative", "jvp", "--out", str(tmp_path)]))
     alpha = _history(tmp_path)["alpha"]
     sched = SigmoidCurriculum(0, 6)
     assert alpha == [sched(k) for k in range(6)]
     assert alpha[0] == 1.0 and 0 < alpha[3] < 1 and alpha[-1] == 0.0
+    # the default lays the curriculum on the first half of the run
+    load_recipe("alphaflow").main(["--smoke", "--out", str(tmp_path / "default")])
+    half = SigmoidCurriculum(0, 3)
+    assert _history(tmp_path / "default")["alpha"] == [half(k) for k in range(6)] and half(3) == 0.0
     # only the alpha = 0 step takes a derivative: a finite-difference run agrees until then
-    load_recipe("alphaflow").main(["--smoke", "--p", "0", "--derivative", "fd", "--out", str(tmp_path / "fd")])
+    load_recipe("alphaflow").main([*whole_run, "--derivative", "fd", "--out", str(tmp_path / "fd")])
     jvp_loss, fd_loss = _history(tmp_path)["loss"], _history(tmp_path / "fd")["loss"]
     assert jvp_loss[:5] == fd_loss[:5]
     assert jvp_loss[5] != fd_loss[5] and jvp_loss[5] == pytest.approx(fd_loss[5], rel=1e-2)
@@ -282,8 +287,9 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
         load_recipe("imf").main(["--smoke", "--t-min", "0.7", "--t-max", "0.2", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="--alpha-start"):
         load_recipe("alphaflow").main(["--smoke", "--alpha-start", "0.8", "--alpha-end", "0.5", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--beta2"):
-        load_recipe("alphaflow").parse(["--beta2", "1.5"])
+    for name in ("alphaflow", "imf"):
+        with pytest.raises(SystemExit, match="--beta2"):
+            load_recipe(name).parse(["--beta2", "1.5"])
 
 
 def test_imf_x_prediction_reads_the_u_head_as_an_image():
