@@ -69,6 +69,9 @@ python recipes/alphaflow.py --alpha-end 0.5 --p 1 --lr-decay 0 --out runs/alphaf
 python recipes/alphaflow.py --alpha-end 1 --p 1 --lr-decay 0 --out runs/alphaflow_p1_alpha_end1   # the default before p = 0.5, lr decay and --alpha-end 0.5
 python recipes/alphaflow.py --seed 1 --out runs/alphaflow_seed1   # the default on seeds 1 and 2
 python recipes/alphaflow.py --seed 2 --out runs/alphaflow_seed2
+python recipes/alphaflow.py --grad-clip 10 --out runs/alphaflow_clip10   # clipping at 10: active on ~0.1% of steps
+python recipes/alphaflow.py --grad-clip 10 --seed 1 --out runs/alphaflow_seed1_clip10
+for k in 1 2; do python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --seed $k --out runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed$k; done
 python recipes/imf.py --prediction x --out runs/imf_x   # x-prediction heads, as pMF
 python recipes/imf.py --omega-max 1 --out runs/imf_omega_max1   # no training-time guidance
 python recipes/imf.py --beta2 0.999 --out runs/imf_beta2_0.999   # Adam's default beta2
@@ -153,7 +156,8 @@ OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wal
 python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_lr_decay runs/uaimf_seed1 runs/uaimf_seed2 runs/alphaflow_p1_alpha_end1 \
   runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
   runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
-  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_seed2 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 runs/alphaflow runs/alphaflow_seed1 runs/alphaflow_seed2 runs/uaimf_no_gap_weight --json \
+  runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_seed2 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 runs/alphaflow runs/alphaflow_seed1 runs/alphaflow_seed2 runs/uaimf_no_gap_weight \
+  runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed2 --json \
   runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json

@@ -162,6 +162,10 @@ RUNS = {
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_beta2_0.999", "uaimf_no_gap_weight")},
     # AlphaFlow's earlier default (p = 1, no lr decay, the curriculum over the whole run: --alpha-end 1), and the default on seeds 1 and 2
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("alphaflow_p1_alpha_end1", "alphaflow_seed1", "alphaflow_seed2")},
+    # AlphaFlow's default with the gradient norm clipped at 10 on seeds 0 and 1 (active on about 0.1% of the steps: the change
+    # measures how far one seed's 1-NFE FD moves when its trajectory is perturbed), and MeanFlow with AlphaFlow's loss settings on seeds 1 and 2
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "alphaflow_clip10", "alphaflow_seed1_clip10", "meanflow_digits_p0.5_lr_decay_no_cfg_seed1", "meanflow_digits_p0.5_lr_decay_no_cfg_seed2")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }
@@ -370,6 +374,7 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
              ("alphaflow_p1_alpha_end1", "meanflow_digits_no_cfg", alpha + ", both without training-time CFG" + whole),
              ("alphaflow_p0.5_lr_decay_no_cfg", "meanflow_digits_p0.5_lr_decay_no_cfg", alpha + matched + whole),
              ("alphaflow", "meanflow_digits_p0.5_lr_decay_no_cfg", alpha + matched + half),
+             *((f"alphaflow_seed{k}", f"meanflow_digits_p0.5_lr_decay_no_cfg_seed{k}", alpha + matched + half + f", seed {k}") for k in (1, 2)),
              ("uaimf_no_cfg", "meanflow_digits_no_cfg", ua + ", both without training-time CFG"),
              ("uaimf", "meanflow_digits_p0.5_lr_decay_no_cfg", ua + matched)]
     for name, base_name, text in pairs:
