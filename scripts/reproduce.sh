@@ -150,6 +150,7 @@ python recipes/latent_forcing.py --latent-channels 2 --out runs/latent_forcing_k
 python bench/step_cost.py --json bench/out/step_cost.json
 python bench/jvp_attention.py --json bench/out/jvp_attention.json
 python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json
+OMP_NUM_THREADS=2 python bench/recipe_step_cost.py --recipes alphaflow --models mlp --json bench/out/recipe_step_cost_mlp.json   # re-timed after its default changed
 OMP_NUM_THREADS=2 python bench/compiled_step.py --json bench/out/compiled_step.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --data digits --json bench/out/compiled_step_digits.json
 OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wall_time.json  # alone on an idle machine

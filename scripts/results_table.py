@@ -182,6 +182,7 @@ BENCHES = {
     "fm_vs_peers": ROOT / "bench/out/fm_vs_peers.json",
     "jvp_attention": ROOT / "bench/out/jvp_attention.json",
     "recipe_step_cost": ROOT / "bench/out/recipe_step_cost.json",
+    "recipe_step_cost_mlp": ROOT / "bench/out/recipe_step_cost_mlp.json",  # the MLP rows re-timed at their own settings
     "compiled_step": ROOT / "bench/out/compiled_step.json",
     "compiled_step_digits": ROOT / "bench/out/compiled_step_digits.json",
     "default_wall_time": ROOT / "bench/out/default_wall_time.json",
@@ -597,9 +598,10 @@ def section() -> str:
                   "(`bench/recipe_step_cost.py`: slope of train_seconds between a short and a long run, FM and recipe runs alternating; "
                   "train_seconds is rounded to 0.1 s, so a time's resolution is 0.1 s / (long - short)):", "",
                   "| model | recipe | derivative | threads | steps short/long | ms / step | x FM step |", "|---|---|---|---|---|---|---|"]
-        for r in rsc["rows"]:
-            parts.append(f"| {r['model']} | {r['recipe']} | {r['derivative']} | {rsc['threads']} | {rsc['short']}/{rsc['long']} | "
-                         f"{r['ms_per_step']:.1f} | {r['ratio_to_fm']:.2f} |")
+        for block in (rsc, benches.get("recipe_step_cost_mlp")):
+            for r in (block or {}).get("rows", []):
+                parts.append(f"| {r['model']} | {r['recipe']} | {r['derivative']} | {block['threads']} | {block['short']}/{block['long']} | "
+                             f"{r['ms_per_step']:.1f} | {r['ratio_to_fm']:.2f} |")
     if wall := benches.get("default_wall_time"):
         parts += ["", "### Default runs' wall clock", "", f"Each recipe's default run, {wall['threads']} threads, projected from two runs of that default "
                   f"(`bench/default_wall_time.py`): the whole process at {wall['short']} steps (start-up, teacher, default evaluation) plus "
