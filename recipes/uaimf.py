@@ -26,6 +26,7 @@ learning rate falling to 0 over the last 30 %, and no training-time CFG (omega 1
     Min-SNR, p = 0.5, lr decay, no CFG, seeds 0 / 1 / 2               1.04 / 1.74 / 1.38
     DTD without the gap weight (--no-gap-weight), seed 0              1.12     (mean of 5 draws 1.24, the default's 1.27)
     DTD, p = 0, gradient norm clipped at 1.5 (--grad-clip 1.5), seed 0  3.39
+    DTD, half the rows at s = t (--equal-fraction 0.5), seeds 0 / 1     1.24 / 1.27  (means of 5 draws 1.37 / 1.28)
 
 One seed's 1-NFE FD can be 1.7x another's (Min-SNR, seeds 0 and 1), so the choice rests on the means: DTD,
 the paper's, stays the default (1.27 vs 1.39). As means of 5 noise draws (scripts/fd_draws.py) the default's seeds

@@ -76,6 +76,7 @@ python recipes/imf.py --prediction x --out runs/imf_x   # x-prediction heads, as
 python recipes/imf.py --omega-max 1 --out runs/imf_omega_max1   # no training-time guidance
 python recipes/imf.py --beta2 0.999 --out runs/imf_beta2_0.999   # Adam's default beta2
 python recipes/uaimf.py --no-gap-weight --out runs/uaimf_no_gap_weight   # DTD only
+for k in 0 1; do python recipes/uaimf.py --equal-fraction 0.5 --seed $k --out runs/uaimf_equal0.5_seed$k; done
 python recipes/dmf.py --decoupled-blocks 2 --loss cauchy --grad-clip 0 --out runs/dmf_k2
 python recipes/dmf.py --lr 1e-3 --loss cauchy --grad-clip 0 --out runs/dmf_lr1e-3
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
@@ -158,7 +159,7 @@ python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_l
   runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
   runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
   runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_seed2 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 runs/alphaflow runs/alphaflow_seed1 runs/alphaflow_seed2 runs/uaimf_no_gap_weight \
-  runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed2 --json \
+  runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed2 runs/uaimf_equal0.5_seed0 runs/uaimf_equal0.5_seed1 --json \
   runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json

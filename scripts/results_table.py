@@ -160,6 +160,8 @@ RUNS = {
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_x", "imf_omega_max1")},
     # improved MeanFlow with Adam's beta2 at 0.999 instead of iMF's 0.95; UAIMF's default without the gap weight (DTD only)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_beta2_0.999", "uaimf_no_gap_weight")},
+    # UAIMF's default with half the rows at s = t (--equal-fraction 0.5, as AlphaFlow and iMF) instead of MeanFlow's 75%, seeds 0 and 1
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("uaimf_equal0.5_seed0", "uaimf_equal0.5_seed1")},
     # AlphaFlow's earlier default (p = 1, no lr decay, the curriculum over the whole run: --alpha-end 1), and the default on seeds 1 and 2
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("alphaflow_p1_alpha_end1", "alphaflow_seed1", "alphaflow_seed2")},
     # AlphaFlow's default with the gradient norm clipped at 10 on seeds 0 and 1 (active on about 0.1% of the steps: the change

@@ -151,7 +151,7 @@ def test_x_and_eps_prediction_give_the_exact_velocity_from_exact_posterior_means
     # a network whose output is the exact posterior mean, read through velocity_network, is the exact velocity field
     exact_x = lambda z_, t_, s_, *rest: mix.posterior(z_, t_).mean()  # noqa: E731
     torch.testing.assert_close(targets.velocity_network(exact_x, "x")(z, t, t, None), v, rtol=1e-9, atol=1e-9)
-    # two heads (iMF's u and v) are read head by head: x_u = x_v = the posterior mean gives the field twice
+    # two heads (iMF's u and v) are read head by head: the posterior mean gives the field, twice it (z - 2 x)/t
     two_heads = lambda z_, t_, s_, *rest: (exact_x(z_, t_, s_), 2 * exact_x(z_, t_, s_))  # noqa: E731
     u, v_doubled = targets.velocity_network(two_heads, "x")(z, t, t, None)
     torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-9)
