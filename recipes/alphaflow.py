@@ -20,7 +20,7 @@ only at 71% of the run, so the learning-rate decay falls on the MeanFlow phase t
 1-NFE FD after 7000 steps (the FM teacher's 50-step FD: 0.77 on the evaluation's draw; README, alphaflow rows):
 
     default (no CFG, p = 0.5, lr decay 0.3, --alpha-end 0.5), seeds 0 / 1 / 2        0.90 / 1.66 / 1.10
-    default with --grad-clip 10 (active on ~0.1% of steps), seeds 0 / 1               1.05 / 1.34
+    default with --grad-clip 10 (it acted on 1 step of 7000), seeds 0 / 1           1.05 / 1.34
     MeanFlow with the same loss settings, seeds 0 / 1 / 2                              1.04 / 1.26 / 1.27
     the earlier default (p = 1, no lr decay, --alpha-end 1), seeds 0 / 1               1.38 / 1.70
     earlier default with training-time CFG, omega 1.5, kappa 0.5 (the paper's)         4.08
@@ -33,7 +33,8 @@ only at 71% of the run, so the learning-rate decay falls on the MeanFlow phase t
     earlier default with x-prediction heads and p = 0 (--prediction x --p 0)           1.51
     earlier default with p = 0 and the gradient norm clipped at 1.5 (--grad-clip 1.5)  5.98
 
-The clipped runs show how far one seed's 1-NFE FD moves when its trajectory is perturbed, about 15 to 20%.
+The clipped runs show how far one seed's 1-NFE FD moves when its trajectory is perturbed, about 15 to 20%
+(scripts/history_stats.py --key grad_norm --above 10 counts the clipped steps).
 (as means of 5 noise draws, scripts/fd_draws.py: the default's seeds 0 / 1 / 2 1.04 / 1.66 / 1.26; the earlier
 default's seeds 0 / 1 1.58 / 1.68; MeanFlow's seeds 0 / 1 / 2 1.18 / 1.23 / 1.40; the teacher's: 0.99). So the curriculum
 beats MeanFlow on seeds 0 and 2 and loses on seed 1: at this scale the seed decides more than the method.

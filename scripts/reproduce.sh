@@ -69,9 +69,12 @@ python recipes/alphaflow.py --alpha-end 0.5 --p 1 --lr-decay 0 --out runs/alphaf
 python recipes/alphaflow.py --alpha-end 1 --p 1 --lr-decay 0 --out runs/alphaflow_p1_alpha_end1   # the default before p = 0.5, lr decay and --alpha-end 0.5
 python recipes/alphaflow.py --seed 1 --out runs/alphaflow_seed1   # the default on seeds 1 and 2
 python recipes/alphaflow.py --seed 2 --out runs/alphaflow_seed2
-python recipes/alphaflow.py --grad-clip 10 --out runs/alphaflow_clip10   # clipping at 10: active on ~0.1% of steps
+python recipes/alphaflow.py --grad-clip 10 --out runs/alphaflow_clip10   # clipping at 10: it acted on 1 step of 7000
 python recipes/alphaflow.py --grad-clip 10 --seed 1 --out runs/alphaflow_seed1_clip10
 for k in 1 2; do python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --seed $k --out runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed$k; done
+python scripts/history_stats.py runs/alphaflow_clip10 runs/alphaflow_seed1_clip10 --key grad_norm --above 10   # how often the clip acted
+python scripts/history_stats.py runs/alphaflow_p0_clip --key grad_norm --above 1.5
+python scripts/history_stats.py runs/alphaflow runs/alphaflow_seed1 --key mse --windows 0 1000 2500 3500 4900 6000 7000   # seed 1's spike
 python recipes/imf.py --prediction x --out runs/imf_x   # x-prediction heads, as pMF
 python recipes/imf.py --omega-max 1 --out runs/imf_omega_max1   # no training-time guidance
 python recipes/imf.py --beta2 0.999 --out runs/imf_beta2_0.999   # Adam's default beta2

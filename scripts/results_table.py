@@ -164,7 +164,7 @@ RUNS = {
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("uaimf_equal0.5_seed0", "uaimf_equal0.5_seed1")},
     # AlphaFlow's earlier default (p = 1, no lr decay, the curriculum over the whole run: --alpha-end 1), and the default on seeds 1 and 2
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("alphaflow_p1_alpha_end1", "alphaflow_seed1", "alphaflow_seed2")},
-    # AlphaFlow's default with the gradient norm clipped at 10 on seeds 0 and 1 (active on about 0.1% of the steps: the change
+    # AlphaFlow's default with the gradient norm clipped at 10 on seeds 0 and 1 (it acted on 1 step of 7000: the change
     # measures how far one seed's 1-NFE FD moves when its trajectory is perturbed), and MeanFlow with AlphaFlow's loss settings on seeds 1 and 2
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "alphaflow_clip10", "alphaflow_seed1_clip10", "meanflow_digits_p0.5_lr_decay_no_cfg_seed1", "meanflow_digits_p0.5_lr_decay_no_cfg_seed2")},
