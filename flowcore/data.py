@@ -257,6 +257,12 @@ class GaussianMixture:
     def n_components(self) -> int:
         return self.means.shape[0]
 
+    def root_mean_square(self) -> float:
+        """sqrt(E||x||^2 / d) = sqrt(sum_k w_k (||mu_k||^2 + tr Sigma_k) / d): the sigma_data of a zero-mean
+        Gaussian prior with the mixture's second moment (EDM's preconditioning constant)."""
+        second = (self.weights * (self.means.square().sum(1) + self.covs.diagonal(dim1=1, dim2=2).sum(1))).sum()
+        return float((second / self.dim).sqrt())
+
     # -- sampling -------------------------------------------------------------------------------
 
     def sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> tuple[Tensor, Tensor]:

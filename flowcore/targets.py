@@ -246,6 +246,43 @@ def posterior_velocity(z: Tensor, t: Tensor, z_star: Tensor, t_star: Tensor, v_s
     return (z - x_hat) / expand_time(t, z)
 
 
+def gaussian_denoiser_scalings(t: Tensor, sigma_data: float) -> tuple[Tensor, Tensor]:
+    """The posterior mean and standard deviation of x given z_t = (1 - t) x + t eps when x ~ N(0, sigma_d^2 I):
+
+        E[x | z_t] = c_skip(t) z_t,   c_skip = (1 - t) sigma_d^2 / ((1 - t)^2 sigma_d^2 + t^2),
+        sd[x | z_t] = c_out(t),       c_out = sigma_d t / sqrt((1 - t)^2 sigma_d^2 + t^2),
+
+    EDM's skip/out preconditioning (Karras et al. 2022, arXiv 2206.00364, Eq. 7) on flowcore's linear path
+    without the consistency boundary: a denoiser x_hat = c_skip z_t + c_out G asks the network G for the
+    residual from the best linear estimate in units of its error, an O(1) output at every t. At t = 0:
+    (1, 0); at t = 1: (0, sigma_d). Shapes (B,); t in [0, 1]."""
+    check_times(t)
+    if sigma_data <= 0:
+        raise ValueError(f"gaussian_denoiser_scalings needs sigma_data > 0, got {sigma_data}")
+    a, b = sigma_data * (1.0 - t), t
+    norm = a * a + b * b
+    return sigma_data * a / norm, sigma_data * b / norm.sqrt()
+
+
+def preconditioned_posterior_flow_map(z: Tensor, t: Tensor, z_star: Tensor, t_star: Tensor, out: Tensor, sigma_data: float) -> Tensor:
+    """A flow map of the posterior flow (Meta Flow Maps) read from a preconditioned network output G:
+
+        x_hat = c_skip(t*) z* + c_out(t*) G,   F(z, t, s) = (z - x_hat) / t,
+
+    with (z*, t*) from ``posterior_query_point`` and the Gaussian-prior scalings of ``gaussian_denoiser_scalings``.
+    G is the residual of x from its posterior mean given (z_t, z_c) under a N(0, sigma_d^2 I) prior, in units of
+    that prior's posterior spread: a narrow posterior (small c) asks for an O(1) output rather than an output
+    accurate to the posterior's width. With G = 0 the diagonal F(z, t, t) is the exact posterior velocity for
+    Gaussian data N(0, sigma_d^2 I); F stays finite as t -> 0 (x_hat -> z at rate t). t > 0."""
+    if not z.shape == z_star.shape == out.shape:
+        raise ValueError(f"z, z_star, network output shapes differ: {tuple(z.shape)}, {tuple(z_star.shape)}, {tuple(out.shape)}")
+    if (t <= 0).any():
+        raise ValueError("preconditioned_posterior_flow_map needs t > 0")
+    skip, scale = gaussian_denoiser_scalings(t_star, sigma_data)
+    x_hat = expand_time(skip, z) * z_star + expand_time(scale, z) * out
+    return (z - x_hat) / expand_time(t, z)
+
+
 def consistency_skip_out(t: Tensor, sigma_data: float = 0.5, sigma_min: float = 0.002) -> tuple[Tensor, Tensor]:
     """The consistency models' skip/out parameterisation (Song et al. 2023, arXiv 2303.01469, App. C;
     EDM, Karras et al. 2022) moved onto flowcore's linear path, for f(z_t, t) = c_skip z_t + c_out F.

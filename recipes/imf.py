@@ -25,8 +25,16 @@ them (one token per time input, class and scalar condition). The default is the 
 (adaLN): on CPU the DiT takes several times longer per step and stays far behind in 10 minutes.
 recipes/pmf.py is the same objective with x-prediction heads. Here --prediction x (u = (z - x_u)/clip(t, --t-floor))
 did not help on digits: 1-NFE FD 2.88 against 1.60 (run imf_x), while pmf.py, with its own time sampler and
-learning-rate decay, measured x better than v (1.18 vs 1.40 with the JVP). Two more comparisons at 5000 steps,
-neither a gain: no training-time guidance (--omega-max 1, so v_g = v_t) 1.89, Adam's beta2 at 0.999 (--beta2) 3.19.
+learning-rate decay, measured x better than v (1.18 vs 1.40 with the JVP). More comparisons at 5000 steps, none a
+gain over the default's 1.60 (1.68 on seed 1):
+    no training-time guidance (--omega-max 1, so v_g = v_t)                       1.89
+    Adam's beta2 at 0.999 (--beta2)                                                3.19
+    --omega-max 1 --lr-decay 0.3 (MeanFlow's best settings on digits), p = 0 / 0.5   1.94 / 2.43
+    pMF's times (--t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort) with --lr-decay 0.3,
+    v heads / x heads                                                              2.08 / 1.88
+So pMF's time sampler is what x heads need here (2.88 -> 1.88), and it does not close the gap to pmf.py's 1.18: what
+remains between the two recipes is iMF's guidance interval (t_min, t_max as inputs, guidance gated to it) and
+the label-dropped rows keeping their guidance input.
 
     python recipes/imf.py                                    # digits, MLP
     python recipes/imf.py --model dit --derivative fused     # in-context DiT, fused JVP attention
@@ -42,7 +50,7 @@ from flowcore import experiment, guidance, losses, sampling, targets, train
 from flowcore.derivatives import Derivative, DirectionalDerivative
 from flowcore.interpolants import LinearPath, sample_path
 from flowcore.nn import Conditioning, TimeInputs
-from flowcore.times import LogitNormal, Uniform, sample_pairs, uniform_grid
+from flowcore.times import LogitNormal, Mixture, TimeDistribution, Uniform, sample_pairs, uniform_grid
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,15 +63,24 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="what the two heads output: v, the velocities themselves (iMF), or x with u = (z - x_u)/clip(t), as pMF (default: %(default)s)")
     p.add_argument("--t-floor", type=float, default=0.05, help="clip of t in u = (z - x)/t under --prediction x (default: %(default)s)")
     p.add_argument("--equal-fraction", type=float, default=0.5, help="fraction of rows with s = t (default: %(default)s)")
+    p.add_argument("--t-mean", type=float, default=-0.4, help="logit-normal mean of t and s; pMF uses 0 (default: %(default)s)")
+    p.add_argument("--t-std", type=float, default=1.0, help="logit-normal std of t and s; pMF uses 0.8 (default: %(default)s)")
+    p.add_argument("--uniform-fraction", type=float, default=0.0, help="fraction of times drawn uniformly instead; pMF uses 0.1 (default: %(default)s)")
+    p.add_argument("--equal-before-sort", action=argparse.BooleanOptionalAction, default=False,
+                   help="the s = t rows take one draw's t (pMF) instead of the larger of two (iMF) (default: %(default)s)")
     p.add_argument("--omega-max", type=float, default=4.0, help="largest training guidance scale (default: %(default)s)")
     p.add_argument("--omega", type=float, default=1.0, help="guidance scale for sampling; 1 = unguided (1-NFE FD 1.59 vs 2.16 at 1.5, README imf rows) (default: %(default)s)")
     p.add_argument("--t-min", type=float, default=0.0, help="guidance interval start for sampling (default: %(default)s)")
     p.add_argument("--t-max", type=float, default=1.0, help="guidance interval end for sampling (default: %(default)s)")
+    p.add_argument("--interval", action=argparse.BooleanOptionalAction, default=True,
+                   help="sample a guidance interval per s < t row (iMF); --no-interval: guidance over [0, 1] on every row (default: %(default)s)")
     p.add_argument("--label-drop", type=float, default=0.1, help="label dropout (default: %(default)s)")
     p.add_argument("--p", type=float, default=0.0, help="adaptive-weight power, w = 1/(sg(L) + c)^p; 0 = plain squared error, iMF uses 1 (default: %(default)s)")
     p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, sum over dims (default: %(default)s)")
     p.add_argument("--beta2", type=float, default=0.95, help="Adam's beta2; iMF's 0.95 (default: %(default)s)")
     args = experiment.finalize_args(p.parse_args(argv))
+    if not args.t_std > 0:
+        raise SystemExit(f"--t-std must be > 0, got {args.t_std}")
     if not 0.0 <= args.beta2 < 1.0:
         raise SystemExit(f"--beta2 must be in [0, 1), got {args.beta2}")
     if not (args.omega >= 1 and 0.0 <= args.t_min <= args.t_max <= 1.0):
@@ -74,6 +91,24 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def conditions(omega: torch.Tensor, t_min: torch.Tensor, t_max: torch.Tensor) -> torch.Tensor:
     """The scalar inputs (B, 3): guidance feature 1 - 1/omega and the guidance interval."""
     return torch.stack([guidance.guidance_feature(omega), t_min, t_max], dim=1)
+
+
+def guidance_intervals(t: torch.Tensor, s: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """iMF's training intervals: [t_min, t_max] ~ U[0, 0.5] x U[0.5, 1] on the s < t rows, [0, 1] on the s = t rows,
+    and [0, 1] on every row unless ``sample`` (--no-interval). Both draws are made either way."""
+    n = t.shape[0]
+    whole = (t == s) | (not sample)
+    t_min = torch.where(whole, torch.zeros(n), Uniform(0.0, 0.5).sample(n))
+    t_max = torch.where(whole, torch.ones(n), Uniform(0.5, 1.0).sample(n))
+    return t_min, t_max
+
+
+def time_distribution(args: argparse.Namespace) -> TimeDistribution:
+    """t, s ~ logit-normal(--t-mean, --t-std), a --uniform-fraction of the draws uniform (pMF: 0, 0.8, 0.1)."""
+    t_dist = LogitNormal(args.t_mean, args.t_std)
+    if args.uniform_fraction == 0:  # a Mixture would draw from both parts and change the default's random stream
+        return t_dist
+    return Mixture((t_dist, Uniform()), (1.0 - args.uniform_fraction, args.uniform_fraction))
 
 
 def model_options(args: argparse.Namespace) -> dict:
@@ -100,17 +135,17 @@ def main(argv: list[str] | None = None) -> dict:
     run = experiment.setup(args, **model_options(args))
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr, betas=(0.9, args.beta2))
-    path, t_dist, derivative = LinearPath(), LogitNormal(-0.4, 1.0), DirectionalDerivative(args.derivative)
+    t_dist = time_distribution(args)
+    path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
     velocities = targets.velocity_network(net, args.prediction, args.t_floor)
 
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = source.batch(args.batch // dist.world_size)
         n = x.shape[0]
-        t, s = sample_pairs(n, t_dist, equal_fraction=args.equal_fraction)
+        t, s = sample_pairs(n, t_dist, equal_fraction=args.equal_fraction, equal_before_sort=args.equal_before_sort)
         z, v_t = sample_path(path, x, torch.randn_like(x), t)
-        equal, zeros, ones = t == s, torch.zeros(n), torch.ones(n)
-        t_min = torch.where(equal, zeros, Uniform(0.0, 0.5).sample(n))
-        t_max = torch.where(equal, ones, Uniform(0.5, 1.0).sample(n))
+        t_min, t_max = guidance_intervals(t, s, args.interval)
+        ones = torch.ones(n)
         omega = guidance.sample_guidance_scale(n, args.omega_max)
         w = torch.where(guidance.within_interval(t, t_min, t_max), omega, ones)
         with torch.no_grad():

@@ -80,6 +80,21 @@ python recipes/imf.py --omega-max 1 --out runs/imf_omega_max1   # no training-ti
 python recipes/imf.py --beta2 0.999 --out runs/imf_beta2_0.999   # Adam's default beta2
 python recipes/uaimf.py --no-gap-weight --out runs/uaimf_no_gap_weight   # DTD only
 for k in 0 1; do python recipes/uaimf.py --equal-fraction 0.5 --seed $k --out runs/uaimf_equal0.5_seed$k; done
+python recipes/imf.py --omega-max 1 --lr-decay 0.3 --out runs/imf_no_cfg_lr_decay   # MeanFlow's winning settings on imf
+python recipes/imf.py --omega-max 1 --p 0.5 --lr-decay 0.3 --out runs/imf_no_cfg_p0.5_lr_decay
+python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --out runs/imf_pmf_times   # pMF's times and lr decay
+python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x
+python recipes/imf.py --seed 1 --out runs/imf_seed1   # the default on seed 1
+python recipes/metaflow.py --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
+python recipes/metaflow.py --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
+python recipes/metaflow.py --posterior-points 10 --out runs/metaflow_p10   # the default, each posterior figure over 10 conditioning states
+# the same weights re-evaluated over 10 conditioning states
+rm -rf runs/metaflow_precondition_p10 && cp -r runs/metaflow_precondition runs/metaflow_precondition_p10
+python recipes/metaflow.py --precondition --resume --posterior-points 10 --out runs/metaflow_precondition_p10
+rm -rf runs/metaflow_precondition_lr_decay_p10 && cp -r runs/metaflow_precondition_lr_decay runs/metaflow_precondition_lr_decay_p10
+python recipes/metaflow.py --precondition --lr-decay 0.3 --resume --posterior-points 10 --out runs/metaflow_precondition_lr_decay_p10
+python recipes/metaflow.py --precondition --power 1 --posterior-points 10 --out runs/metaflow_precondition_power1_p10
+python recipes/metaflow.py --precondition --query-input --posterior-points 10 --out runs/metaflow_precondition_query_p10
 python recipes/dmf.py --decoupled-blocks 2 --loss cauchy --grad-clip 0 --out runs/dmf_k2
 python recipes/dmf.py --lr 1e-3 --loss cauchy --grad-clip 0 --out runs/dmf_lr1e-3
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done

@@ -186,6 +186,49 @@ def test_posterior_query_point_jvp_equals_central_difference():
         assert dz_star.abs().max() > 1e-3  # the derivative the JVP carries is not zero
 
 
+def test_gaussian_denoiser_scalings_are_the_exact_gaussian_posterior():
+    """For data N(0, sigma_d^2 I) the exact mixture posterior at (z_t, t) has mean c_skip(t) z_t and
+    covariance c_out(t)^2 I, on (0, 1) and at both ends: (1, 0) at t = 0, (0, sigma_d) at t = 1."""
+    std, n, d = 0.7, 32, 3
+    g = _gen(11)
+    gauss = data.gaussian(d, std)
+    t = torch.cat([torch.tensor([0.0, 1.0], dtype=f64), torch.rand(n - 2, generator=g, dtype=f64)])
+    z = torch.randn(n, d, generator=g, dtype=f64)
+    skip, out = targets.gaussian_denoiser_scalings(t, std)
+    posterior = gauss.posterior(z, t)
+    torch.testing.assert_close(skip[:, None] * z, posterior.mean(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out[:, None, None] ** 2 * torch.eye(d, dtype=f64), posterior.covariance(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.stack([skip[:2], out[:2]]), torch.tensor([[1.0, 0.0], [0.0, std]], dtype=f64))
+    with pytest.raises(ValueError, match="sigma_data > 0"):
+        targets.gaussian_denoiser_scalings(t, 0.0)
+
+
+def test_preconditioned_flow_map_with_zero_output_is_the_exact_gaussian_posterior_velocity():
+    """Meta Flow Maps' --precondition: with G = 0 and sigma_d the data's RMS, the diagonal F(z, t, t) of
+    ``preconditioned_posterior_flow_map`` equals the exact posterior velocity of Gaussian data (the GLASS
+    velocity of ``posterior_velocity``, itself tested against the closed-form flow above), for c < 1, for
+    c = 1, and down to t = 1e-6, where it stays finite rather than growing like 1/t."""
+    std, n, d = 0.7, 64, 3
+    g = _gen(12)
+    gauss = data.gaussian(d, std)
+    assert gauss.root_mean_square() == pytest.approx(std, rel=1e-12)
+    z_c, z = torch.randn(n, d, generator=g, dtype=f64), torch.randn(n, d, generator=g, dtype=f64)
+    t = torch.cat([torch.full((4,), 1e-6, dtype=f64), torch.rand(n - 4, generator=g, dtype=f64) * 0.99 + 0.01])
+    for c in (torch.rand(n, generator=g, dtype=f64) * 0.95 + 0.05, torch.ones(n, dtype=f64)):
+        z_star, t_star = targets.posterior_query_point(z, t, z_c, c)
+        F = targets.preconditioned_posterior_flow_map(z, t, z_star, t_star, torch.zeros_like(z), std)
+        exact = targets.posterior_velocity(z, t, z_star, t_star, gauss.velocity(z_star, t_star))
+        torch.testing.assert_close(F, exact, rtol=1e-7, atol=1e-7)
+        assert F[:4].abs().max() < 10 * (z.abs().max() + z_c.abs().max())
+    with pytest.raises(ValueError, match="t > 0"):
+        targets.preconditioned_posterior_flow_map(z, torch.zeros(n, dtype=f64), z_star, t_star, z, std)
+
+
+def test_ring_mixture_root_mean_square_is_the_hand_computed_value():
+    """Eight modes on the circle of radius sqrt(2), std 0.1: E||x||^2 / 2 = (2 + 2 * 0.01) / 2 = 1.01."""
+    assert data.ring_mixture().root_mean_square() == pytest.approx(math.sqrt(1.01), rel=1e-12)
+
+
 def test_condition_times_follow_the_official_law():
     n = 200_000
     c = times.sample_condition_times(n, noise_rate=0.1, power=2.0, generator=_gen(5))
@@ -276,7 +319,8 @@ def test_freeflow_training_loads_no_data(extra, tmp_path, monkeypatch):
     assert ("fake_velocity" in roles) is (not extra)
 
 
-@pytest.mark.parametrize("extra", [[], ["--derivative", "fd", "--diagonal-target", "data"], ["--derivative", "fused"], ["--prediction", "x", "--query-input"]])
+@pytest.mark.parametrize("extra", [[], ["--derivative", "fd", "--diagonal-target", "data"], ["--derivative", "fused"], ["--prediction", "x", "--query-input"],
+                                   ["--precondition"]])
 def test_metaflow_smoke_writes_posterior_metrics(extra, tmp_path):
     results = load_recipe("metaflow").main(["--smoke", "--out", str(tmp_path), *extra])
     for k in (1, 2, 4):
@@ -288,9 +332,33 @@ def test_metaflow_smoke_writes_posterior_metrics(extra, tmp_path):
     assert (tmp_path / "samples_posterior_c0.50_0.png").is_file()
 
 
-def test_metaflow_refuses_query_input_with_forward_differences(tmp_path):
-    with pytest.raises(SystemExit, match="--query-input needs --derivative jvp"):
-        load_recipe("metaflow").main(["--smoke", "--query-input", "--derivative", "fd", "--out", str(tmp_path)])
+@pytest.mark.parametrize("flag", ["--query-input", "--precondition"])
+def test_metaflow_refuses_the_query_point_with_forward_differences(flag, tmp_path):
+    with pytest.raises(SystemExit, match="--precondition need --derivative jvp"):
+        load_recipe("metaflow").main(["--smoke", flag, "--derivative", "fd", "--out", str(tmp_path)])
+
+
+def test_metaflow_refuses_precondition_with_another_prediction(tmp_path):
+    with pytest.raises(SystemExit, match="--precondition sets the output's meaning itself"):
+        load_recipe("metaflow").main(["--smoke", "--precondition", "--prediction", "x", "--out", str(tmp_path)])
+
+
+def test_metaflow_resume_of_a_finished_run_reevaluates_with_more_posterior_points(tmp_path):
+    """--posterior-points / --posterior-samples only change the evaluation: a finished run resumes with new values and
+    the same weights, and each c's figure then averages over that many conditioning states; a training flag still blocks."""
+    recipe = load_recipe("metaflow")
+    recipe.main(["--smoke", "--out", str(tmp_path)])
+    weights = _checkpoint(tmp_path / "checkpoint.safetensors")[0]
+    recipe.main(["--smoke", "--out", str(tmp_path), "--resume", "--posterior-points", "2", "--posterior-samples", "32"])
+    after = _checkpoint(tmp_path / "checkpoint.safetensors")[0]
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert (written["posterior_points"], written["posterior_samples"]) == (2, 32)
+    assert (tmp_path / "samples_posterior_c0.25_1.png").is_file()
+    with pytest.raises(ValueError, match="warmup"):
+        recipe.main(["--smoke", "--out", str(tmp_path), "--resume", "--warmup", "0.5"])
+    with pytest.raises(SystemExit, match="--posterior-samples must be >= 2"):
+        recipe.parse(["--posterior-samples", "1"])
 
 
 def test_metaflow_rejects_data_without_exact_posterior(tmp_path):

@@ -290,6 +290,41 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
     for name in ("alphaflow", "imf"):
         with pytest.raises(SystemExit, match="--beta2"):
             load_recipe(name).parse(["--beta2", "1.5"])
+    for bad, message in ((["--t-std", "0"], "--t-std must be > 0"), (["--uniform-fraction", "1.5"], r"--uniform-fraction must be in \[0, 1\]")):
+        with pytest.raises(SystemExit, match=message):
+            load_recipe("imf").parse(bad)
+
+
+def test_imf_guidance_intervals_follow_the_official_sampler_and_no_interval_guides_everywhere():
+    """iMF's code: [t_min, t_max] ~ U[0, 0.5] x U[0.5, 1] where r < t, [0, 1] where r = t; --no-interval: [0, 1] on
+    every row."""
+    imf = load_recipe("imf")
+    torch.manual_seed(0)
+    t = torch.rand(20_000)
+    s = torch.where(torch.arange(20_000) % 2 == 0, t, t * torch.rand(20_000))
+    t_min, t_max = imf.guidance_intervals(t, s, True)
+    equal = t == s
+    assert (t_min[equal] == 0).all() and (t_max[equal] == 1).all()
+    assert 0 <= t_min[~equal].min() and t_min[~equal].max() < 0.5 and 0.5 <= t_max[~equal].min() and t_max[~equal].max() <= 1
+    assert t_min[~equal].mean().item() == pytest.approx(0.25, abs=0.01) and t_max[~equal].mean().item() == pytest.approx(0.75, abs=0.01)
+    t_min, t_max = imf.guidance_intervals(t, s, False)
+    assert (t_min == 0).all() and (t_max == 1).all()
+
+
+def test_imf_time_sampler_flags_draw_pmf_times():
+    """--t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort draws pMF's times: the s = t rows then take one
+    logit-normal(0, 0.8) draw (median 1/2, 10% uniform), not the larger of two as iMF's default (median above 1/2)."""
+    import flowcore.times as times
+    imf = load_recipe("imf")
+    draws = {}
+    for key, flags in (("imf", []), ("pmf", ["--t-mean", "0", "--t-std", "0.8", "--uniform-fraction", "0.1", "--equal-before-sort"])):
+        args = imf.parse(flags)
+        t, s = times.sample_pairs(200_000, imf.time_distribution(args), equal_fraction=1.0, equal_before_sort=args.equal_before_sort, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(t, s)
+        draws[key] = t
+    assert draws["pmf"].median().item() == pytest.approx(0.5, abs=0.005)
+    # iMF's s = t rows: the max of two logit-normal(-0.4, 1) draws, P(t < 1/2) = Phi(0.4)^2 = 0.428
+    assert (draws["imf"] < 0.5).float().mean().item() == pytest.approx(0.6554**2, abs=0.005)
 
 
 def test_imf_x_prediction_reads_the_u_head_as_an_image():
