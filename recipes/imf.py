@@ -32,9 +32,11 @@ gain over the default's 1.60 (1.68 on seed 1):
     --omega-max 1 --lr-decay 0.3 (MeanFlow's best settings on digits), p = 0 / 0.5   1.94 / 2.43
     pMF's times (--t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort) with --lr-decay 0.3,
     v heads / x heads                                                              2.08 / 1.88
-So pMF's time sampler is what x heads need here (2.88 -> 1.88), and it does not close the gap to pmf.py's 1.18: what
-remains between the two recipes is iMF's guidance interval (t_min, t_max as inputs, guidance gated to it) and
-the label-dropped rows keeping their guidance input.
+    no sampled guidance interval (--no-interval: [0, 1] on every row)              1.69
+    pMF's times, lr decay, x heads and --no-interval                               1.48
+So x heads need pMF's time sampler here (2.88 -> 1.88), and iMF's sampled guidance interval costs them further
+(1.88 -> 1.48, while it is neutral for v heads: 1.60 vs 1.69). Even then imf stays behind pmf.py's 1.18: what still
+differs is that pmf.py feeds omega = 1 to the label-dropped rows and regresses x heads on (z - x)/clip(t), not eps - x.
 
     python recipes/imf.py                                    # digits, MLP
     python recipes/imf.py --model dit --derivative fused     # in-context DiT, fused JVP attention

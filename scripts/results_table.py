@@ -173,6 +173,9 @@ RUNS = {
     # (v heads and x heads), and the default on seed 1
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "imf_no_cfg_lr_decay", "imf_no_cfg_p0.5_lr_decay", "imf_pmf_times", "imf_pmf_times_x", "imf_seed1")},
+    # improved MeanFlow without a sampled guidance interval (--no-interval: [0, 1] on every row), with v heads and iMF's times,
+    # and with x heads, pMF's times and lr decay
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_no_interval", "imf_pmf_times_x_no_interval")},
     # Meta Flow Maps with the output preconditioned (x_hat = c_skip(t*) z* + c_out(t*) G at the posterior query point), without and with lr decay
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_precondition", "metaflow_precondition_lr_decay")},
     # Meta Flow Maps' default with each posterior figure averaged over 10 conditioning states instead of 3 (--posterior-points 10);
