@@ -123,9 +123,10 @@ def generators(student: torch.nn.Module, args: argparse.Namespace, source: exper
     velocities = targets.velocity_network(student, args.prediction, args.t_floor)
 
     def flow_map(y: torch.Tensor) -> sampling.FlowMap:
-        n = y.shape[0]
-        c = conditions(torch.full((n,), float(args.omega)), torch.full((n,), float(args.t_min)), torch.full((n,), float(args.t_max)))
-        return lambda z, t, s: velocities(z, t, s, y, c.to(z.dtype))[0]
+        def u(z: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            at = lambda value: torch.full((y.shape[0],), float(value), dtype=z.dtype)  # noqa: E731
+            return velocities(z, t, s, y, conditions(at(args.omega), at(args.t_min), at(args.t_max)))[0]
+        return u
 
     return {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
 

@@ -76,8 +76,10 @@ def generators(student: torch.nn.Module, args: argparse.Namespace, source: exper
     prediction = targets.Prediction(args.prediction)
 
     def flow_map(y: torch.Tensor) -> sampling.FlowMap:
-        c = guidance.guidance_feature(torch.full((y.shape[0],), float(args.omega)))[:, None]
-        return lambda z, t, s: targets.velocity_from_prediction(prediction, z, student(z, t, s, y, c)[0], t, args.t_floor)
+        def u(z: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            c = guidance.guidance_feature(torch.full((y.shape[0],), float(args.omega), dtype=z.dtype))[:, None]
+            return targets.velocity_from_prediction(prediction, z, student(z, t, s, y, c)[0], t, args.t_floor)
+        return u
 
     return {f"{k}nfe": (lambda eps, y, k=k: sampling.flow_map_sample(flow_map(y), eps, uniform_grid(k))) for k in (1, 2, 4)}
 

@@ -333,7 +333,7 @@ def test_imf_x_prediction_reads_the_u_head_as_an_image():
     from flowcore import experiment
     imf = load_recipe("imf")
     source = experiment.load_source("digits")
-    args = imf.parse(["--smoke", "--prediction", "x"])
+    args = imf.parse(["--smoke", "--prediction", "x", "--omega", "1.5", "--t-min", "0.2", "--t-max", "0.7"])  # conditions built in fp64
     torch.manual_seed(0)
     net = experiment.build_model(args.model, source, width=16, depth=1, **imf.model_options(args)).double().eval()
     for p in net.parameters():  # leave the zero-initialised output layers: make the heads depend on every input
@@ -346,7 +346,7 @@ def test_imf_x_prediction_reads_the_u_head_as_an_image():
         torch.testing.assert_close(imf.generators(net, args, source)["1nfe"](eps, y), x_u, rtol=1e-12, atol=1e-12)
         z_half = 0.5 * (eps + net(eps, at(1.0), at(0.5), y, c)[0])
         torch.testing.assert_close(imf.generators(net, args, source)["2nfe"](eps, y), net(z_half, at(0.5), at(0.0), y, c)[0], rtol=1e-12, atol=1e-12)
-        v_args = imf.parse(["--smoke", "--prediction", "v"])
+        v_args = imf.parse(["--smoke", "--prediction", "v", "--omega", "1.5", "--t-min", "0.2", "--t-max", "0.7"])
         torch.testing.assert_close(imf.generators(net, v_args, source)["1nfe"](eps, y), eps - x_u, rtol=1e-12, atol=1e-12)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe
 
@@ -94,6 +95,27 @@ def test_bad_flags_are_named(tmp_path):
         load_recipe("fm").main(["--smoke", "--steps", "0", "--out", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_recipe("fm").main(["--smoke", "--resume", "--out", str(tmp_path / "empty")])
+
+
+def test_pmf_generators_read_the_u_head_as_an_image_in_fp64():
+    """pMF's 1-NFE sample is the u-head's x at (eps, 1, 0) with the guidance input 1 - 1/omega; the generators follow the
+    sample's dtype (an fp64 model and noise, compared at 1e-12), and --prediction v samples eps - u."""
+    from flowcore import experiment, guidance
+    pmf = load_recipe("pmf")
+    source = experiment.load_source("digits")
+    args = pmf.parse(["--smoke", "--omega", "1.5"])
+    torch.manual_seed(0)
+    net = experiment.build_model(args.model, source, width=16, depth=1, **pmf.model_options(args)).double().eval()
+    for p in net.parameters():  # leave the zero-initialised output layers: make the heads depend on every input
+        torch.nn.init.normal_(p, std=0.3)
+    eps, y = torch.randn(8, *source.shape, dtype=torch.float64), torch.arange(8) % 10
+    at = lambda v: torch.full((8,), v, dtype=torch.float64)  # noqa: E731
+    c = guidance.guidance_feature(at(1.5))[:, None]
+    with torch.no_grad():
+        x_u = net(eps, at(1.0), at(0.0), y, c)[0]
+        torch.testing.assert_close(pmf.generators(net, args, source)["1nfe"](eps, y), x_u, rtol=1e-12, atol=1e-12)
+        v_args = pmf.parse(["--smoke", "--omega", "1.5", "--prediction", "v"])
+        torch.testing.assert_close(pmf.generators(net, v_args, source)["1nfe"](eps, y), eps - x_u, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", RECIPES)
