@@ -45,13 +45,15 @@ are drawn moves the figure. Over 10 states (--posterior-points 10; a finished ru
     --precondition --lr-decay 0.3                             1.95;  3.7 / 2.04 / 2.02  (4 NFE: 1.23; 2.1 / 1.00 / 0.96)
     --precondition --power 1                                  1.87;  3.7 / 2.23 / 1.91  (4 NFE: 1.27; 2.0 / 1.24 / 1.04)
     --precondition --query-input                              3.26;  5.0 / 3.13 / 3.61  (4 NFE: 1.36; 3.4 / 1.23 / 1.16)
+    --precondition --steps 10000 (over the 10-minute budget)  1.32;  4.0 / 1.80 / 1.52  (4 NFE: 1.17; 2.0 / 0.94 / 1.03)
 
 --precondition reads the output as x_hat = c_skip(t*) z* + c_out(t*) G: the residual of x from its posterior mean under
 a Gaussian prior of the data's RMS, in units of that prior's posterior spread (EDM's scalings at the query point,
 targets.preconditioned_posterior_flow_map). It makes the learned posterior velocity accurate at small c (4 steps at
 c = 0.25: 4.9x -> 2.1x the floor) and lowers the worst 1-step figure (5.4x -> 3.6x), but costs the 1-step figures at
-c >= 0.5, so it is not the default. What no configuration fixed is the 1-step map at small c: its samples trail along
-the ring between the narrow modes (samples_posterior_c0.25_*.png).
+c >= 0.5 at 5000 steps, so it is not the default. Twice the steps bring the unconditional and c >= 0.5 figures back
+(1.32x; 1.80x / 1.52x) but not c = 0.25 (4.0x). What no configuration fixed is the 1-step map at small c: its samples
+trail along the ring between the narrow modes (samples_posterior_c0.25_*.png).
 
 --query-input also gives the network (t*, z*) = posterior_query_point(z, t, z_c, c), the single noisy state with
 p(x | z_t, z_c) = p(x | z*_t*): the velocity (and so 4-step sampling) becomes nearly exact, the 1-step map does not.

@@ -97,6 +97,7 @@ rm -rf runs/metaflow_precondition_lr_decay_p10 && cp -r runs/metaflow_preconditi
 python recipes/metaflow.py --precondition --lr-decay 0.3 --resume --posterior-points 10 --out runs/metaflow_precondition_lr_decay_p10
 python recipes/metaflow.py --precondition --power 1 --posterior-points 10 --out runs/metaflow_precondition_power1_p10
 python recipes/metaflow.py --precondition --query-input --posterior-points 10 --out runs/metaflow_precondition_query_p10
+python recipes/metaflow.py --precondition --steps 10000 --posterior-points 10 --out runs/metaflow_precondition_10k_p10
 python recipes/dmf.py --decoupled-blocks 2 --loss cauchy --grad-clip 0 --out runs/dmf_k2
 python recipes/dmf.py --lr 1e-3 --loss cauchy --grad-clip 0 --out runs/dmf_lr1e-3
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done

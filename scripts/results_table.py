@@ -180,10 +180,11 @@ RUNS = {
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_precondition", "metaflow_precondition_lr_decay")},
     # Meta Flow Maps' default with each posterior figure averaged over 10 conditioning states instead of 3 (--posterior-points 10);
     # the two preconditioned runs re-evaluated that way (--resume, same weights); preconditioned with c = 1 - U (--power 1),
-    # and with the posterior query point as input (--query-input)
+    # with the posterior query point as input (--query-input), and for 10000 steps (twice the default's, over the budget)
     "metaflow_p10 (comparison)": ROOT / "runs/metaflow_p10/metrics.json",
     **{f"{r}_p10 (re-evaluated)": ROOT / f"runs/{r}_p10/metrics.json" for r in ("metaflow_precondition", "metaflow_precondition_lr_decay")},
-    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_precondition_power1_p10", "metaflow_precondition_query_p10")},
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "metaflow_precondition_power1_p10", "metaflow_precondition_query_p10", "metaflow_precondition_10k_p10")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }
