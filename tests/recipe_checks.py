@@ -29,6 +29,21 @@ def load_recipe(name: str):
     return load_module("recipes", name)
 
 
+def random_fp64_digits_model(recipe, args):
+    """A width-16, depth-1 fp64 model of ``recipe``'s architecture for ``args`` (its ``model_options``) on digits, with
+    every parameter drawn from N(0, 0.3^2), the zero-initialised output layers included, so that each head depends on
+    every input; returns (model, source). For exact generator checks in fp64."""
+    import torch
+
+    from flowcore import experiment
+    source = experiment.load_source("digits")
+    torch.manual_seed(0)
+    net = experiment.build_model(args.model, source, width=16, depth=1, **recipe.model_options(args)).double().eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return net, source
+
+
 def load_script(name: str):
     return load_module("scripts", name)
 

@@ -16,7 +16,7 @@ from flowcore import derivatives, losses, targets, times
 from flowcore.times import EasyToHardCurriculum, LogitNormal, SigmoidCurriculum
 from tests import oracles
 from tests.recipe_checks import (assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe,
-                                 read_checkpoint, run_env)
+                                 random_fp64_digits_model, read_checkpoint, run_env)
 
 ROOT = Path(__file__).resolve().parents[1]
 S2 = 0.25  # data variance of the Gaussian oracle
@@ -330,14 +330,9 @@ def test_imf_time_sampler_flags_draw_pmf_times():
 def test_imf_x_prediction_reads_the_u_head_as_an_image():
     """--prediction x: u = (z - x_u)/t, so the 1-NFE sample is the u-head's output at (eps, 1, 0) and a 2-NFE
     jump from 1 to 1/2 lands on (eps + x_u(eps, 1, 1/2))/2; --prediction v samples eps - u. fp64."""
-    from flowcore import experiment
     imf = load_recipe("imf")
-    source = experiment.load_source("digits")
     args = imf.parse(["--smoke", "--prediction", "x", "--omega", "1.5", "--t-min", "0.2", "--t-max", "0.7"])  # conditions built in fp64
-    torch.manual_seed(0)
-    net = experiment.build_model(args.model, source, width=16, depth=1, **imf.model_options(args)).double().eval()
-    for p in net.parameters():  # leave the zero-initialised output layers: make the heads depend on every input
-        torch.nn.init.normal_(p, std=0.3)
+    net, source = random_fp64_digits_model(imf, args)
     eps, y = torch.randn(8, *source.shape, dtype=torch.float64), torch.arange(8) % 10
     at = lambda v: torch.full((8,), v, dtype=torch.float64)  # noqa: E731
     c = imf.conditions(at(args.omega), at(args.t_min), at(args.t_max))

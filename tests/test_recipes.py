@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe
+from tests.recipe_checks import assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe, random_fp64_digits_model
 
 RECIPES = ["fm", "meanflow", "pmf"]
 
@@ -100,14 +100,10 @@ def test_bad_flags_are_named(tmp_path):
 def test_pmf_generators_read_the_u_head_as_an_image_in_fp64():
     """pMF's 1-NFE sample is the u-head's x at (eps, 1, 0) with the guidance input 1 - 1/omega; the generators follow the
     sample's dtype (an fp64 model and noise, compared at 1e-12), and --prediction v samples eps - u."""
-    from flowcore import experiment, guidance
+    from flowcore import guidance
     pmf = load_recipe("pmf")
-    source = experiment.load_source("digits")
     args = pmf.parse(["--smoke", "--omega", "1.5"])
-    torch.manual_seed(0)
-    net = experiment.build_model(args.model, source, width=16, depth=1, **pmf.model_options(args)).double().eval()
-    for p in net.parameters():  # leave the zero-initialised output layers: make the heads depend on every input
-        torch.nn.init.normal_(p, std=0.3)
+    net, source = random_fp64_digits_model(pmf, args)
     eps, y = torch.randn(8, *source.shape, dtype=torch.float64), torch.arange(8) % 10
     at = lambda v: torch.full((8,), v, dtype=torch.float64)  # noqa: E731
     c = guidance.guidance_feature(at(1.5))[:, None]
