@@ -75,7 +75,7 @@ for k in 1 2; do python recipes/meanflow.py --data digits --steps 7000 --batch 1
 python scripts/history_stats.py runs/alphaflow_clip10 runs/alphaflow_seed1_clip10 --key grad_norm --above 10   # how often the clip acted
 python scripts/history_stats.py runs/alphaflow_p0_clip --key grad_norm --above 1.5
 python scripts/history_stats.py runs/alphaflow runs/alphaflow_seed1 --key mse --windows 0 1000 2500 3500 4900 6000 7000   # seed 1's spike
-python recipes/imf.py --prediction x --out runs/imf_x   # x-prediction heads, as pMF
+python recipes/imf.py --prediction x --no-clipped-target --out runs/imf_x   # x-prediction heads, as pMF, regressed onto eps - x
 python recipes/imf.py --omega-max 1 --out runs/imf_omega_max1   # no training-time guidance
 python recipes/imf.py --beta2 0.999 --out runs/imf_beta2_0.999   # Adam's default beta2
 python recipes/uaimf.py --no-gap-weight --out runs/uaimf_no_gap_weight   # DTD only
@@ -83,10 +83,12 @@ for k in 0 1; do python recipes/uaimf.py --equal-fraction 0.5 --seed $k --out ru
 python recipes/imf.py --omega-max 1 --lr-decay 0.3 --out runs/imf_no_cfg_lr_decay   # MeanFlow's winning settings on imf
 python recipes/imf.py --omega-max 1 --p 0.5 --lr-decay 0.3 --out runs/imf_no_cfg_p0.5_lr_decay
 python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --out runs/imf_pmf_times   # pMF's times and lr decay
-python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x
+python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --no-clipped-target --out runs/imf_pmf_times_x
 python recipes/imf.py --seed 1 --out runs/imf_seed1   # the default on seed 1
 python recipes/imf.py --no-interval --out runs/imf_no_interval   # guidance over [0, 1] on every row
-python recipes/imf.py --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval
+python recipes/imf.py --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --no-clipped-target --out runs/imf_pmf_times_x_no_interval
+python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target   # x heads onto (z - x)/clip(t)
+python recipes/imf.py --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target
 python recipes/metaflow.py --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
 python recipes/metaflow.py --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
 python recipes/metaflow.py --posterior-points 10 --out runs/metaflow_p10   # the default, each posterior figure over 10 conditioning states
@@ -180,7 +182,7 @@ python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_l
   runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
   runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
   runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_seed2 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 runs/alphaflow runs/alphaflow_seed1 runs/alphaflow_seed2 runs/uaimf_no_gap_weight \
-  runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed2 runs/uaimf_equal0.5_seed0 runs/uaimf_equal0.5_seed1 --json \
+  runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed2 runs/uaimf_equal0.5_seed0 runs/uaimf_equal0.5_seed1 runs/imf_pmf_times_x_no_interval_clipped_target --json \
   runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json

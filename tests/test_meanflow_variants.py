@@ -311,6 +311,23 @@ def test_imf_guidance_intervals_follow_the_official_sampler_and_no_interval_guid
     assert (t_min == 0).all() and (t_max == 1).all()
 
 
+def test_imf_x_heads_regress_onto_the_clipped_velocity():
+    """--prediction x regresses onto (z - x)/clip(t, 0.05), pMF's target: eps - x for t >= 0.05, (z - x)/0.05 below,
+    where u = (z - x_hat)/0.05 can match it; --no-clipped-target and v heads keep eps - x."""
+    imf = load_recipe("imf")
+    torch.manual_seed(0)
+    x, eps = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0.01, 0.04, 0.05, 0.6], dtype=torch.float64)
+    z = (1 - t).view(-1, 1, 1, 1) * x + t.view(-1, 1, 1, 1) * eps
+    v_t = eps - x
+    clipped = imf.instantaneous_target(z, x, v_t, t, imf.parse(["--prediction", "x"]))
+    torch.testing.assert_close(clipped[2:], v_t[2:], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(clipped[:2], (z[:2] - x[:2]) / 0.05, rtol=1e-12, atol=1e-12)
+    assert (clipped[:2] - v_t[:2]).abs().max() > 0.1
+    for flags in (["--prediction", "x", "--no-clipped-target"], ["--prediction", "v"]):
+        assert torch.equal(imf.instantaneous_target(z, x, v_t, t, imf.parse(flags)), v_t)
+
+
 def test_imf_time_sampler_flags_draw_pmf_times():
     """--t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort draws pMF's times: the s = t rows then take one
     logit-normal(0, 0.8) draw (median 1/2, 10% uniform), not the larger of two as iMF's default (median above 1/2)."""
