@@ -111,8 +111,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--posterior-samples", type=int, default=None, help="samples per conditioning state in the evaluation (default: 2000; 64 with --smoke)")
     p.add_argument("--posterior-points", type=int, default=None, help="conditioning states per c in the evaluation (default: 3; 1 with --smoke)")
     args = experiment.finalize_args(p.parse_args(argv))
-    args.posterior_samples = args.posterior_samples or (64 if args.smoke else 2000)
-    args.posterior_points = args.posterior_points or (1 if args.smoke else 3)
+    if args.posterior_samples is None:
+        args.posterior_samples = 64 if args.smoke else 2000
+    if args.posterior_points is None:
+        args.posterior_points = 1 if args.smoke else 3
     if args.posterior_samples < 2 or args.posterior_points < 1:
         raise SystemExit(f"--posterior-samples must be >= 2 and --posterior-points >= 1, got {args.posterior_samples}, {args.posterior_points}")
     if args.data not in MIXTURES:

@@ -357,8 +357,9 @@ def test_metaflow_resume_of_a_finished_run_reevaluates_with_more_posterior_point
     assert (tmp_path / "samples_posterior_c0.25_1.png").is_file()
     with pytest.raises(ValueError, match="warmup"):
         recipe.main(["--smoke", "--out", str(tmp_path), "--resume", "--warmup", "0.5"])
-    with pytest.raises(SystemExit, match="--posterior-samples must be >= 2"):
-        recipe.parse(["--posterior-samples", "1"])
+    for bad in (["--posterior-samples", "1"], ["--posterior-points", "0"], ["--smoke", "--posterior-samples", "0"]):
+        with pytest.raises(SystemExit, match="--posterior-samples must be >= 2 and --posterior-points >= 1"):
+            recipe.parse(bad)
 
 
 def test_metaflow_rejects_data_without_exact_posterior(tmp_path):
