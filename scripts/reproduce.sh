@@ -89,6 +89,8 @@ python recipes/imf.py --no-interval --out runs/imf_no_interval   # guidance over
 python recipes/imf.py --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --no-clipped-target --out runs/imf_pmf_times_x_no_interval
 python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target   # x heads onto (z - x)/clip(t)
 python recipes/imf.py --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target
+python recipes/imf.py --seed 1 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target_seed1
+python recipes/imf.py --seed 1 --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target_seed1
 python recipes/metaflow.py --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
 python recipes/metaflow.py --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
 python recipes/metaflow.py --posterior-points 10 --out runs/metaflow_p10   # the default, each posterior figure over 10 conditioning states

@@ -177,8 +177,9 @@ RUNS = {
     # and with x heads, pMF's times and lr decay
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_no_interval", "imf_pmf_times_x_no_interval")},
     # the last two x-head runs with the heads regressed onto (z - x)/clip(t), pMF's target (the default under --prediction x
-    # since; imf_x and the two runs above regressed onto eps - x, now --no-clipped-target)
-    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_pmf_times_x_clipped_target", "imf_pmf_times_x_no_interval_clipped_target")},
+    # since; imf_x and the two runs above regressed onto eps - x, now --no-clipped-target), on seeds 0 and 1
+    **{f"{r}{k} (comparison)": ROOT / f"runs/{r}{k}/metrics.json" for r in ("imf_pmf_times_x_clipped_target", "imf_pmf_times_x_no_interval_clipped_target")
+       for k in ("", "_seed1")},
     # Meta Flow Maps with the output preconditioned (x_hat = c_skip(t*) z* + c_out(t*) G at the posterior query point), without and with lr decay
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_precondition", "metaflow_precondition_lr_decay")},
     # Meta Flow Maps' default with each posterior figure averaged over 10 conditioning states instead of 3 (--posterior-points 10);
