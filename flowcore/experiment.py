@@ -176,6 +176,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     for name in FRACTION_FLAGS:
         if hasattr(args, name) and not 0 <= getattr(args, name) <= 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if hasattr(args, "t_floor") and not 0 < args.t_floor <= 1:
+        raise SystemExit(f"--t-floor must be in (0, 1], got {args.t_floor}")
     return args
 
 

@@ -81,7 +81,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--s-mean", type=float, default=-1.2, help="logit-normal mean of the second time of the MF pair (default: %(default)s)")
     p.add_argument("--loss", type=RowLoss, choices=list(RowLoss), default=RowLoss.SQUARED,
                    help="per-row loss: the paper's adaptive weighted Cauchy, or the plain squared error (default: %(default)s)")
-    p.add_argument("--c", type=float, default=1e-2, help="Cauchy constant, on a mean over dims (default: %(default)s)")
+    p.add_argument("--c", type=float, default=None, help="Cauchy constant, on a mean over dims; --loss cauchy only (default: 0.01)")
     p.add_argument("--omega", type=float, default=1 / 3, help="model-guidance omega; CFG scale 1/(1 - omega) (default: %(default).4g)")
     p.add_argument("--g-min", type=float, default=0.0, help="guidance interval start in t (default: %(default)s)")
     p.add_argument("--g-max", type=float, default=0.7, help="guidance interval end in t (default: %(default)s)")
@@ -89,6 +89,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = experiment.finalize_args(p.parse_args(argv))
     if args.decoupled_blocks is None:
         args.decoupled_blocks = args.depth - 1
+    if args.c is not None and args.loss is not RowLoss.CAUCHY:
+        raise SystemExit(f"--c is the Cauchy loss's constant: it has no effect with --loss {args.loss}")
+    if args.c is None:
+        args.c = 1e-2
+    if args.c <= 0:
+        raise SystemExit(f"--c must be > 0, got {args.c}")
     return args
 
 

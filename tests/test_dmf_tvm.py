@@ -291,6 +291,17 @@ def test_dmf_rejects_a_teacher_of_another_size(tmp_path):
         load_recipe("dmf").parse(["--grad-clip", "-1"])
 
 
+def test_dmf_cauchy_constant_only_with_the_cauchy_loss():
+    """--c is the Cauchy loss's constant: given with the squared error it would do nothing, so it is refused; it defaults
+    to 0.01 either way (the saved config stays as before) and must be positive."""
+    dmf = load_recipe("dmf")
+    with pytest.raises(SystemExit, match="no effect with --loss squared"):
+        dmf.parse(["--c", "0.1"])
+    with pytest.raises(SystemExit, match="--c must be > 0"):
+        dmf.parse(["--loss", "cauchy", "--c", "0"])
+    assert dmf.parse([]).c == 0.01 and dmf.parse(["--loss", "cauchy", "--c", "0.1"]).c == 0.1
+
+
 def test_dmf_clips_the_gradient_norm_by_default(tmp_path):
     """--grad-clip 1.5 (the paper's) by default: the history records the pre-clip global norm of every step; 0 turns it off."""
     from safetensors import safe_open

@@ -42,6 +42,16 @@ def test_fourier_flags_are_checked_by_name():
             fm.parse(["--smoke", *bad])
 
 
+@pytest.mark.parametrize("name", ["meanflow", "pmf", "imf", "alphaflow", "jit", "latent_forcing", "metaflow"])
+def test_t_floor_is_checked_by_name_before_training(name):
+    """--t-floor clips t in (z - x)/t: outside (0, 1] the recipe stops at parse time, naming the flag."""
+    recipe = load_recipe(name)
+    for bad in ("0", "-0.1", "1.5"):
+        with pytest.raises(SystemExit, match=r"--t-floor must be in \(0, 1\]"):
+            recipe.parse(["--smoke", "--t-floor", bad])
+    assert recipe.parse(["--smoke", "--t-floor", "1"]).t_floor == 1.0
+
+
 def test_meanflow_training_velocity_combines_the_networks_own_velocities():
     from flowcore import guidance
 
