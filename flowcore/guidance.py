@@ -70,6 +70,17 @@ def sample_guidance_scale(n: int, omega_max: float, generator: torch.Generator |
     return torch.exp(math.log(omega_max) * torch.rand(n, generator=generator))
 
 
+def sample_guidance_interval(whole: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """iMF's training guidance interval (official ``sample_cfg_interval``): t_min ~ U[0, 0.5], t_max ~ U[0.5, 1],
+    and [0, 1] on the rows where ``whole`` (bool (B,); iMF: the s = t rows). Both draws are made on every row."""
+    if whole.dim() != 1 or whole.dtype != torch.bool:
+        raise ValueError(f"whole must be a bool tensor of shape (B,), got {whole.dtype} {tuple(whole.shape)}")
+    n = whole.shape[0]
+    t_min = 0.5 * torch.rand(n, generator=generator)
+    t_max = 0.5 + 0.5 * torch.rand(n, generator=generator)
+    return torch.where(whole, torch.zeros(n), t_min), torch.where(whole, torch.ones(n), t_max)
+
+
 def guided(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], y: Tensor, w: float, null_class: int) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """CFG for sampling: (z, t, s) -> fn_u + w (fn_c - fn_u), fn(z, t, s, y) evaluated once on a
     doubled batch. w = 1 skips the unconditional half."""

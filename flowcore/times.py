@@ -107,6 +107,17 @@ class Mixture:
         return draws.gather(0, which[None]).squeeze(0)
 
 
+def logit_normal_with_uniform(mean: float, std: float, uniform_fraction: float) -> TimeDistribution:
+    """logit-normal(mean, std) with ``uniform_fraction`` of the draws uniform on [0, 1] (pixel MeanFlow's
+    tr_uniform: 0, 0.8 and 0.1). A fraction of 0 gives the logit-normal itself, whose random stream draws once per
+    time where a ``Mixture`` draws from every part."""
+    if not 0.0 <= uniform_fraction <= 1.0:
+        raise ValueError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}")
+    if uniform_fraction == 0:
+        return LogitNormal(mean, std)
+    return Mixture((LogitNormal(mean, std), Uniform()), (1.0 - uniform_fraction, uniform_fraction))
+
+
 def uniform_grid(steps: int) -> Tensor:
     """The sampling schedule 1 = t_0 > t_1 > ... > t_steps = 0, evenly spaced."""
     if steps < 1:

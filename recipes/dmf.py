@@ -22,8 +22,8 @@ One default differs from the paper: the plain squared error instead of the adapt
 The Cauchy loss's gradient weighs each row by 1/(m + c e^{lv}), the p = 1 adaptive weight of MeanFlow, whose
 minimiser is a mode-seeking location of the noisy target (flowcore.losses); recipes/pmf.py and recipes/imf.py
 measured the same on digits. The squared error needs the paper's gradient clipping (--grad-clip 1.5, the
-global norm; it was about 28 before clipping): without it seed 1's MF loss jumped from about 1 to 407 (a mean
-over pixels) at step 2252 and never recovered. 1-NFE FD, single draw / mean of 5 draws (scripts/fd_draws.py;
+global norm): without it seed 1 diverged (run dmf_seed1_no_clip below; its loss history, if rerun, is summarised by
+scripts/history_stats.py --key mse_mf). 1-NFE FD, single draw / mean of 5 draws (scripts/fd_draws.py;
 the FM teacher's 50-step FD: 0.780 / 0.992):
 
     squared error, clipped (default), seeds 0 / 1 / 2 (runs dmf, dmf_seed*)  0.82, 0.94 / 1.16, 1.18 / 1.30, 1.28

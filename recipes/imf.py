@@ -55,7 +55,7 @@ from flowcore import experiment, guidance, losses, sampling, targets, train
 from flowcore.derivatives import Derivative, DirectionalDerivative
 from flowcore.interpolants import LinearPath, sample_path
 from flowcore.nn import Conditioning, TimeInputs
-from flowcore.times import LogitNormal, Mixture, TimeDistribution, Uniform, sample_pairs, uniform_grid
+from flowcore.times import logit_normal_with_uniform, sample_pairs, uniform_grid
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,24 +108,6 @@ def instantaneous_target(z: torch.Tensor, x: torch.Tensor, v_t: torch.Tensor, t:
     return v_t
 
 
-def guidance_intervals(t: torch.Tensor, s: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """iMF's training intervals: [t_min, t_max] ~ U[0, 0.5] x U[0.5, 1] on the s < t rows, [0, 1] on the s = t rows,
-    and [0, 1] on every row unless ``sample`` (--no-interval). Both draws are made either way."""
-    n = t.shape[0]
-    whole = (t == s) | (not sample)
-    t_min = torch.where(whole, torch.zeros(n), Uniform(0.0, 0.5).sample(n))
-    t_max = torch.where(whole, torch.ones(n), Uniform(0.5, 1.0).sample(n))
-    return t_min, t_max
-
-
-def time_distribution(args: argparse.Namespace) -> TimeDistribution:
-    """t, s ~ logit-normal(--t-mean, --t-std), a --uniform-fraction of the draws uniform (pMF: 0, 0.8, 0.1)."""
-    t_dist = LogitNormal(args.t_mean, args.t_std)
-    if args.uniform_fraction == 0:  # a Mixture would draw from both parts and change the default's random stream
-        return t_dist
-    return Mixture((t_dist, Uniform()), (1.0 - args.uniform_fraction, args.uniform_fraction))
-
-
 def model_options(args: argparse.Namespace) -> dict:
     """The network beyond the common flags: (guidance, interval) inputs, the v-head, the embedded times, in-context tokens."""
     return {"n_scalar_conds": 3, "aux_head": True, "time_inputs": TimeInputs(args.time_inputs), "conditioning": Conditioning.IN_CONTEXT}
@@ -151,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = experiment.setup(args, **model_options(args))
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr, betas=(0.9, args.beta2))
-    t_dist = time_distribution(args)
+    t_dist = logit_normal_with_uniform(args.t_mean, args.t_std, args.uniform_fraction)
     path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
     velocities = targets.velocity_network(net, args.prediction, args.t_floor)
 
@@ -161,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         t, s = sample_pairs(n, t_dist, equal_fraction=args.equal_fraction, equal_before_sort=args.equal_before_sort)
         z, v_t = sample_path(path, x, torch.randn_like(x), t)
         v_t = instantaneous_target(z, x, v_t, t, args)
-        t_min, t_max = guidance_intervals(t, s, args.interval)
+        t_min, t_max = guidance.sample_guidance_interval((t == s) | (not args.interval))
         ones = torch.ones(n)
         omega = guidance.sample_guidance_scale(n, args.omega_max)
         w = torch.where(guidance.within_interval(t, t_min, t_max), omega, ones)

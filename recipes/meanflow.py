@@ -57,7 +57,7 @@ import torch
 from flowcore import experiment, guidance, losses, targets, train
 from flowcore.derivatives import Derivative, DirectionalDerivative
 from flowcore.interpolants import LinearPath, sample_path
-from flowcore.times import LogitNormal, Mixture, Uniform, sample_pairs
+from flowcore.times import logit_normal_with_uniform, sample_pairs
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = experiment.setup(args)
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr)
-    t_dist = LogitNormal(-0.4, 1.0)
-    if args.uniform_fraction > 0:
-        t_dist = Mixture((t_dist, Uniform()), (1 - args.uniform_fraction, args.uniform_fraction))
+    t_dist = logit_normal_with_uniform(-0.4, 1.0, args.uniform_fraction)
     path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
 
     u_net = targets.velocity_network(net, args.prediction, args.t_floor)

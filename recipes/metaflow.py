@@ -36,9 +36,9 @@ floor: unconditional; posterior at c = 0.25 / 0.5 / 0.75; README metaflow rows):
     --precondition                                            1.92;  3.9 / 2.95 / 2.55  (4 NFE: 1.30; 2.2 / 1.41 / 1.52)
     --precondition --lr-decay 0.3                             1.95;  3.75 / 2.77 / 2.55 (4 NFE: 1.23; 2.15 / 1.33 / 1.17)
 
-Three conditioning states per c leave each posterior figure noisy: at c = 0.25 the posterior is one or two narrow
-modes (std about 0.1, neighbours 1.08 apart; 37 % of states put more than 10 % on a second mode), and which states
-are drawn moves the figure. Over 10 states (--posterior-points 10; a finished run re-evaluates with --resume):
+Three conditioning states per c leave each posterior figure noisy: at c = 0.25 the posterior is one narrow mode or
+two (std about 0.1, neighbouring modes 2 sqrt(2) sin(pi/8) = 1.08 apart), and whether the states drawn have a second
+mode moves the figure. Over 10 states (--posterior-points 10; a finished run re-evaluates with --resume):
 
     default                                                   1.60;  5.4 / 1.72 / 1.29  (4 NFE: 1.33; 4.9 / 1.44 / 0.94)
     --precondition                                            1.92;  3.6 / 2.11 / 1.98  (4 NFE: 1.30; 2.1 / 1.06 / 1.27)

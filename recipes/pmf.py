@@ -43,7 +43,7 @@ import torch
 from flowcore import experiment, guidance, losses, sampling, targets, train
 from flowcore.derivatives import Derivative, DirectionalDerivative
 from flowcore.interpolants import LinearPath, sample_path
-from flowcore.times import LogitNormal, Mixture, Uniform, sample_pairs, uniform_grid
+from flowcore.times import logit_normal_with_uniform, sample_pairs, uniform_grid
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = experiment.setup(args, **model_options(args))
     dist, source, net, ema = run.dist, run.source, run.net, run.ema
     optimizer = torch.optim.Adam(run.model.parameters(), lr=args.lr, betas=(0.9, 0.95), fused=True)
-    t_dist = Mixture((LogitNormal(0.0, 0.8), Uniform()), (1 - args.uniform_fraction, args.uniform_fraction))
+    t_dist = logit_normal_with_uniform(0.0, 0.8, args.uniform_fraction)
     path, derivative = LinearPath(), DirectionalDerivative(args.derivative)
 
     def velocities(z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, y: torch.Tensor, omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ from flowcore import train
 
 def window_stats(values: list[float], edges: list[int], above: float) -> list[dict[str, float]]:
     """Per window [edges[i], edges[i + 1]) of ``values``: median, 99th percentile, max and the fraction > ``above``."""
-    if sorted(edges) != edges or edges[0] < 0 or edges[-1] > len(values) or len(edges) < 2 or len(set(edges)) != len(edges):
+    if len(edges) < 2 or sorted(set(edges)) != edges or edges[0] < 0 or edges[-1] > len(values):
         raise ValueError(f"window edges must increase strictly within [0, {len(values)}], got {edges}")
     rows = []
     for a, b in zip(edges[:-1], edges[1:]):

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.recipe_checks import load_module
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("flow_map_error", ROOT / "scripts" / "flow_map_error.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("scripts", "flow_map_error")
 
 
 def test_banded_error_averages_the_distance_within_each_band_of_the_noise_norm():

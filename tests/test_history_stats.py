@@ -3,7 +3,6 @@ smoke run's checkpoint (grad_norm is the pre-clip norm, so the fraction above th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,16 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipe_checks import load_recipe, run_env
+from tests.recipe_checks import load_module, load_recipe, run_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("history_stats", ROOT / "scripts" / "history_stats.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("scripts", "history_stats")
 
 
 def test_window_stats_match_hand_computed_values():
@@ -29,7 +25,7 @@ def test_window_stats_match_hand_computed_values():
     assert (first["start"], first["end"], first["median"], first["max"], first["fraction_above"]) == (0, 4, 2.0, 4.0, 0.25)
     assert first["p99"] == pytest.approx(3.97)  # linear interpolation between 3 and 4 at 0.99 * 3 = 2.97
     assert (second["median"], second["max"], second["fraction_above"]) == (5.0, 100.0, 1.0)
-    for bad in ([0, 7], [4, 0], [0], [0, 0, 6]):
+    for bad in ([0, 7], [4, 0], [0], [], [0, 0, 6], [-1, 3]):
         with pytest.raises(ValueError, match="window edges"):
             _script().window_stats(values, bad, above=0.0)
 

@@ -295,39 +295,6 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
             load_recipe("imf").parse(bad)
 
 
-def test_imf_guidance_intervals_follow_the_official_sampler_and_no_interval_guides_everywhere():
-    """iMF's code: [t_min, t_max] ~ U[0, 0.5] x U[0.5, 1] where r < t, [0, 1] where r = t; --no-interval: [0, 1] on
-    every row."""
-    imf = load_recipe("imf")
-    torch.manual_seed(0)
-    t = torch.rand(20_000)
-    s = torch.where(torch.arange(20_000) % 2 == 0, t, t * torch.rand(20_000))
-    t_min, t_max = imf.guidance_intervals(t, s, True)
-    equal = t == s
-    assert (t_min[equal] == 0).all() and (t_max[equal] == 1).all()
-    assert 0 <= t_min[~equal].min() and t_min[~equal].max() < 0.5 and 0.5 <= t_max[~equal].min() and t_max[~equal].max() <= 1
-    assert t_min[~equal].mean().item() == pytest.approx(0.25, abs=0.01) and t_max[~equal].mean().item() == pytest.approx(0.75, abs=0.01)
-    t_min, t_max = imf.guidance_intervals(t, s, False)
-    assert (t_min == 0).all() and (t_max == 1).all()
-
-
-def test_imf_x_heads_regress_onto_the_clipped_velocity():
-    """--prediction x regresses onto (z - x)/clip(t, 0.05), pMF's target: eps - x for t >= 0.05, (z - x)/0.05 below,
-    where u = (z - x_hat)/0.05 can match it; --no-clipped-target and v heads keep eps - x."""
-    imf = load_recipe("imf")
-    torch.manual_seed(0)
-    x, eps = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.randn(4, 1, 8, 8, dtype=torch.float64)
-    t = torch.tensor([0.01, 0.04, 0.05, 0.6], dtype=torch.float64)
-    z = (1 - t).view(-1, 1, 1, 1) * x + t.view(-1, 1, 1, 1) * eps
-    v_t = eps - x
-    clipped = imf.instantaneous_target(z, x, v_t, t, imf.parse(["--prediction", "x"]))
-    torch.testing.assert_close(clipped[2:], v_t[2:], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(clipped[:2], (z[:2] - x[:2]) / 0.05, rtol=1e-12, atol=1e-12)
-    assert (clipped[:2] - v_t[:2]).abs().max() > 0.1
-    for flags in (["--prediction", "x", "--no-clipped-target"], ["--prediction", "v"]):
-        assert torch.equal(imf.instantaneous_target(z, x, v_t, t, imf.parse(flags)), v_t)
-
-
 def test_imf_time_sampler_flags_draw_pmf_times():
     """--t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort draws pMF's times: the s = t rows then take one
     logit-normal(0, 0.8) draw (median 1/2, 10% uniform), not the larger of two as iMF's default (median above 1/2)."""
@@ -336,7 +303,7 @@ def test_imf_time_sampler_flags_draw_pmf_times():
     draws = {}
     for key, flags in (("imf", []), ("pmf", ["--t-mean", "0", "--t-std", "0.8", "--uniform-fraction", "0.1", "--equal-before-sort"])):
         args = imf.parse(flags)
-        t, s = times.sample_pairs(200_000, imf.time_distribution(args), equal_fraction=1.0, equal_before_sort=args.equal_before_sort, generator=torch.Generator().manual_seed(0))
+        t, s = times.sample_pairs(200_000, times.logit_normal_with_uniform(args.t_mean, args.t_std, args.uniform_fraction), equal_fraction=1.0, equal_before_sort=args.equal_before_sort, generator=torch.Generator().manual_seed(0))
         assert torch.equal(t, s)
         draws[key] = t
     assert draws["pmf"].median().item() == pytest.approx(0.5, abs=0.005)

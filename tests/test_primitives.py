@@ -391,6 +391,36 @@ def test_guidance_interval_and_scale_sampler():
         guidance.imf_guided_velocity(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([0.5]))
 
 
+def test_logit_normal_with_uniform_has_the_mixture_cdf():
+    """P(t < a) = (1 - f) Phi(logit(a) / 0.8) + f a for pMF's logit-normal(0, 0.8) with f = 0.1 uniform; f = 0 is the
+    logit-normal itself, drawing the same stream."""
+    n, f = 400_000, 0.1
+    t = times.logit_normal_with_uniform(0.0, 0.8, f).sample(n, torch.Generator().manual_seed(0))
+    for a in (0.01, 0.3, 0.9):
+        phi = 0.5 * (1 + math.erf(math.log(a / (1 - a)) / 0.8 / math.sqrt(2)))
+        assert (t < a).double().mean().item() == pytest.approx((1 - f) * phi + f * a, abs=0.002)
+    plain = times.logit_normal_with_uniform(0.0, 0.8, 0.0).sample(64, torch.Generator().manual_seed(1))
+    assert torch.equal(plain, times.LogitNormal(0.0, 0.8).sample(64, torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="uniform_fraction"):
+        times.logit_normal_with_uniform(0.0, 0.8, 1.5)
+
+
+def test_guidance_interval_sampler_follows_the_official_law():
+    """iMF: [t_min, t_max] ~ U[0, 0.5] x U[0.5, 1] (means 1/4, 3/4, variances 1/48) off the ``whole`` rows, [0, 1] on them."""
+    n = 200_000
+    whole = torch.arange(n) % 2 == 0
+    t_min, t_max = guidance.sample_guidance_interval(whole, torch.Generator().manual_seed(0))
+    assert (t_min[whole] == 0).all() and (t_max[whole] == 1).all()
+    lo, hi = t_min[~whole], t_max[~whole]
+    assert 0 <= lo.min() and lo.max() < 0.5 and 0.5 <= hi.min() and hi.max() <= 1
+    assert lo.mean().item() == pytest.approx(0.25, abs=0.003) and hi.mean().item() == pytest.approx(0.75, abs=0.003)
+    assert lo.var().item() == pytest.approx(1 / 48, rel=0.02) and hi.var().item() == pytest.approx(1 / 48, rel=0.02)
+    every = guidance.sample_guidance_interval(torch.ones(4, dtype=torch.bool))
+    assert every[0].tolist() == [0.0] * 4 and every[1].tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match="bool tensor"):
+        guidance.sample_guidance_interval(torch.zeros(4))
+
+
 def test_adaptive_weight_power_sets_the_estimator():
     """Over a skewed target V (90% near 0, 10% at 10), the stationary point of E[w ||u - V||^2] with the
     detached weight is u = sum w V / sum w: the mean (1.0) for p = 0, near the mode (0) for p = 1."""
