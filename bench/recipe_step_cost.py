@@ -38,6 +38,8 @@ they are compared with runs on the same data and network. They are 2D: timed on 
 DISTILLERS = ("dmf", "scm", "cm", "freeflow")
 """Recipes that load an FM teacher: each is given one of the timed model's own architecture (its weights
 do not change a step's cost), so the teacher's forward costs what it would in a real run on that model."""
+TINY_EVALUATION = {"metaflow": ["--posterior-points", "1", "--posterior-samples", "64"]}
+"""Evaluation flags beyond --eval-samples that keep a timed run's evaluation tiny (it is outside train_seconds, but slow)."""
 MODELS = {"mlp": ["--model", "mlp", "--width", "512", "--depth", "4"], "dit": ["--model", "dit", "--width", "128", "--depth", "4"]}
 SAME_MODEL = {("jit", "dit"): ["--patch", "2"]}
 """Flags that make a recipe's own network the FM step's: jit.py's DiT defaults to 4x4 patches, FM's to 2x2."""
@@ -52,7 +54,7 @@ def train_seconds(recipe: str, flags: list[str], steps: int) -> float:
 def train_seconds_into(out: Path, recipe: str, flags: list[str], steps: int) -> float:
     """train_seconds of one run of ``recipe`` written to ``out`` (tiny evaluation, one checkpoint at the end)."""
     cmd = [sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), *flags, "--steps", str(steps), "--ckpt-every", str(10 ** 9),
-           "--eval-samples", "64", "--out", str(out)]
+           "--eval-samples", "64", *TINY_EVALUATION.get(recipe, []), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads((out / "metrics.json").read_text())["train_seconds"]

@@ -183,7 +183,8 @@ def freeflow_prediction_target(v_landing: Tensor, dF_ds: Tensor, t: Tensor, s: T
     and the teacher's velocity ``v_landing`` = v(f, s) where the student lands (the paper's
     delta-form F_tgt = u(f, 1 - delta) - delta dF/d delta, with dF/d delta = -dF/ds). Unlike TVM's
     ``terminal_velocity`` the gradient flows through F only (detach the result). The exact flow map
-    is the fixed point, F_tgt = F for every s <= t."""
+    is the fixed point, F_tgt = F for every s <= t. It is also the Lagrangian consistency target of Meta Flow Maps
+    (arXiv 2601.14430, the official ``lsd``; recipes/metaflow.py) with v the posterior velocity at the landing point."""
     check_times(t, s, batch=v_landing.shape[0])
     if dF_ds.shape != v_landing.shape:
         raise ValueError(f"dF_ds shape {tuple(dF_ds.shape)} does not match v_landing shape {tuple(v_landing.shape)}")

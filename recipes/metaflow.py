@@ -8,22 +8,42 @@ generation. Conditioning state z_c = (1 - c) x + c n with c ~ 1 - U^2, and c = 1
 t_cond sampler in flowcore's time); the inner path z_t = (1 - t) x + t eps uses the same x.
 
     diagonal:     F(z_t, t, t | c, z_c)  vs  v,            t ~ U(0, 1]
-    consistency:  F(z_t, t, s | c, z_c)  vs  sg(v - (t - s) dF/dt),  dF/dt = J_F (v, 1, 0), (t, s) sorted U^2
+    consistency, (t, s) sorted U^2, f = z_t + (s - t) F(z_t, t, s | c, z_c) where the map lands:
+      lagrangian (default; the official lsd):  F  vs  sg(v(f, s) - (s - t) dF/ds),  dF/ds by JVP in s alone,
+                   i.e. the map's velocity in its terminal time, df/ds = F + (s - t) dF/ds, matches v where it lands
+      eulerian (the official esd):             F  vs  sg(v(z_t, t) - (t - s) dF/dt),  dF/dt = J_F (v, 1, 0)
     each term:    sum_d (F - target)^2 adaptively weighted, p = 0.5 (diagonal), 1.0 (consistency), c = 0.01 (--p-diagonal, --p-consistency)
-    v = the exact posterior velocity E[eps - x | z_t, z_c] from the mixture's velocity at the GLASS point
-        (--diagonal-target teacher; the official distilled default), or eps - x (--diagonal-target data)
+    v = the exact posterior velocity E[eps - x | z, z_c] from the mixture's velocity at the GLASS point
+        (--diagonal-target teacher; the official distilled default), or eps - x on the diagonal and the network's
+        own diagonal F(f, s, s) at the landing point (--diagonal-target data)
 
 The consistency term starts after --warmup of the steps (diagonal only before, as officially). Data:
 the 8-Gaussian ring, a Gaussian mixture with an exact posterior. Evaluation: unconditional 1/2/4-NFE
 samples against the data (sliced W2, energy, floors), and posterior samples at fixed (c, z_c) against
 exact posterior draws, beside the same distance between two exact draws (the floor), per c.
 
-The network is flowcore's residual MLP; by default (c, z_c) enter its input layer beside z as well as its
-adaLN modulation (--no-cond-input: modulation only, the earlier default). Measured (1-step sliced W2 / its
-floor: unconditional; posterior at c = 0.25 / 0.5 / 0.75; README metaflow rows):
+The network is flowcore's residual MLP; (c, z_c) enter its input layer beside z as well as its adaLN modulation
+(--no-cond-input: modulation only). Measured, 1-step sliced W2 / its floor: unconditional; posterior at
+c = 0.25 / 0.5 / 0.75, each posterior figure the mean over 10 conditioning states (--posterior-points; README metaflow rows):
 
-    default (--cond-input)                                    1.60;  5.2 / 1.63 / 1.47
-    --no-cond-input (the earlier default)                     2.48;  3.0 / 2.56 / 2.43
+    default (--consistency lagrangian)                        1.17;  1.64 / 1.20 / 1.08  (4 NFE: 1.18; 1.67 / 0.91 / 0.94)
+    the default on seed 1 / seed 2                            1.02;  1.84 / 1.33 / 0.99   /   1.30;  2.01 / 1.69 / 0.97
+    --precondition                                            1.60;  2.12 / 1.61 / 1.19  (4 NFE: 1.20; 1.63 / 0.93 / 0.95)
+    --consistency eulerian (the earlier default)              1.60;  5.4 / 1.72 / 1.29   (4 NFE: 1.33; 4.9 / 1.44 / 0.94)
+
+At c = 0.25 the posterior is one narrow mode or two (std about 0.1, neighbouring modes 2 sqrt(2) sin(pi/8) = 1.08 apart).
+The Eulerian map's 1-step samples collapse into modes far narrower than the posterior's and trail along thin curves
+between them; the Lagrangian map's modes have about the posterior's width, though some samples still lie between modes
+(samples_posterior_c0.25_*.png of the two runs). Its worst 1-step figure falls from 5.4x to 1.64x (1.84x, 2.01x on
+seeds 1 and 2). The Lagrangian target reads the exact posterior velocity where the map lands; the Eulerian one is built
+at the start point from the map's own derivative along v. More steps do not help at c = 0.25 with the Lagrangian map
+(2 / 4 NFE: 1.76 / 1.67; seeds 1 and 2: 2.18 / 2.21, 2.37 / 2.46). Its JVP is in the scalar s alone; a step costs 2.5x an FM
+step (2.2x with --derivative fd; bench/recipe_step_cost.py).
+
+Earlier comparisons, all with --consistency eulerian and 3 conditioning states per c (--posterior-points 3):
+
+    default of the time (--cond-input)                        1.60;  5.2 / 1.63 / 1.47
+    --no-cond-input                                           2.48;  3.0 / 2.56 / 2.43
     --cond-input, p = 0 in both terms, lr decay 0.3          1.85;  3.7 / 1.98 / 1.42
     --cond-input --power 1                                    2.93;  3.4 / 2.29 / 2.15
     --prediction x (F = (z - x)/clip(t), as pMF)              1.95;  3.8 / 2.6 / 1.61
@@ -36,11 +56,9 @@ floor: unconditional; posterior at c = 0.25 / 0.5 / 0.75; README metaflow rows):
     --precondition                                            1.92;  3.9 / 2.95 / 2.55  (4 NFE: 1.30; 2.2 / 1.41 / 1.52)
     --precondition --lr-decay 0.3                             1.95;  3.75 / 2.77 / 2.55 (4 NFE: 1.23; 2.15 / 1.33 / 1.17)
 
-Three conditioning states per c leave each posterior figure noisy: at c = 0.25 the posterior is one narrow mode or
-two (std about 0.1, neighbouring modes 2 sqrt(2) sin(pi/8) = 1.08 apart), and whether the states drawn have a second
-mode moves the figure. Over 10 states (--posterior-points 10; a finished run re-evaluates with --resume):
+and over 10 states (a finished run re-evaluates with --resume --posterior-points 10):
 
-    default                                                   1.60;  5.4 / 1.72 / 1.29  (4 NFE: 1.33; 4.9 / 1.44 / 0.94)
+    default of the time                                       1.60;  5.4 / 1.72 / 1.29  (4 NFE: 1.33; 4.9 / 1.44 / 0.94)
     --precondition                                            1.92;  3.6 / 2.11 / 1.98  (4 NFE: 1.30; 2.1 / 1.06 / 1.27)
     --precondition --lr-decay 0.3                             1.95;  3.7 / 2.04 / 2.02  (4 NFE: 1.23; 2.1 / 1.00 / 0.96)
     --precondition --power 1                                  1.87;  3.7 / 2.23 / 1.91  (4 NFE: 1.27; 2.0 / 1.24 / 1.04)
@@ -49,14 +67,8 @@ mode moves the figure. Over 10 states (--posterior-points 10; a finished run re-
 
 --precondition reads the output as x_hat = c_skip(t*) z* + c_out(t*) G: the residual of x from its posterior mean under
 a Gaussian prior of the data's RMS, in units of that prior's posterior spread (EDM's scalings at the query point,
-targets.preconditioned_posterior_flow_map). It makes the learned posterior velocity accurate at small c (4 steps at
-c = 0.25: 4.9x -> 2.1x the floor) and lowers the worst 1-step figure (5.4x -> 3.6x), but costs the 1-step figures at
-c >= 0.5 at 5000 steps, so it is not the default. Twice the steps bring the unconditional and c >= 0.5 figures back
-(1.32x; 1.80x / 1.52x) but not c = 0.25 (4.0x). What no configuration fixed is the 1-step map at small c: its samples
-trail along the ring between the narrow modes (samples_posterior_c0.25_*.png).
-
---query-input also gives the network (t*, z*) = posterior_query_point(z, t, z_c, c), the single noisy state with
-p(x | z_t, z_c) = p(x | z*_t*): the velocity (and so 4-step sampling) becomes nearly exact, the 1-step map does not.
+targets.preconditioned_posterior_flow_map). --query-input also gives the network (t*, z*) = posterior_query_point(z, t,
+z_c, c), the single noisy state with p(x | z_t, z_c) = p(x | z*_t*).
 
     python recipes/metaflow.py
     python recipes/metaflow.py --diagonal-target data --derivative fd
@@ -76,6 +88,17 @@ from flowcore.times import Uniform, sample_condition_times, sample_pairs, unifor
 
 MIXTURES = {data.Toy2D.EIGHT_GAUSSIANS.value: data.ring_mixture}
 POSTERIOR_TIMES = (0.25, 0.5, 0.75)
+LANDING_FLOOR = 1e-3
+"""Smallest landing time of the Lagrangian term: the posterior velocity (f - x_hat)/s is read at s >= this."""
+
+
+class Consistency(enum.Enum):
+    """Which flow-map identity the off-diagonal term enforces (the official code's esd / lsd)."""
+    EULERIAN = "eulerian"
+    LAGRANGIAN = "lagrangian"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class DiagonalTarget(enum.Enum):
@@ -92,6 +115,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--derivative", type=Derivative, choices=list(Derivative), default=Derivative.JVP, help="dF/dt back end (default: %(default)s)")
     p.add_argument("--diagonal-target", type=DiagonalTarget, choices=list(DiagonalTarget), default=DiagonalTarget.TEACHER,
                    help="velocity regressed: exact posterior velocity or eps - x (default: %(default)s)")
+    p.add_argument("--consistency", type=Consistency, choices=list(Consistency), default=Consistency.LAGRANGIAN,
+                   help="eulerian: F vs sg(v - (t - s) dF/dt) at the start (esd); lagrangian: df/ds vs sg v(f, s) where the map lands "
+                        "(lsd), v the exact posterior velocity, or the network's own diagonal under --diagonal-target data (default: %(default)s)")
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps with the diagonal loss only (default: %(default)s)")
     p.add_argument("--noise-rate", type=float, default=0.1, help="fraction of pure-noise conditions c = 1 (default: %(default)s)")
     p.add_argument("--power", type=float, default=2.0, help="c = 1 - U^power (default: %(default)s)")
@@ -109,19 +135,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="what the network outputs: F itself (v), or x with F = (z - x)/clip(t) (x), or eps (default: %(default)s)")
     p.add_argument("--t-floor", type=float, default=0.05, help="clip of t in F = (z - x)/t, of 1 - t for eps (default: %(default)s)")
     p.add_argument("--posterior-samples", type=int, default=None, help="samples per conditioning state in the evaluation (default: 2000; 64 with --smoke)")
-    p.add_argument("--posterior-points", type=int, default=None, help="conditioning states per c in the evaluation (default: 3; 1 with --smoke)")
+    p.add_argument("--posterior-points", type=int, default=None, help="conditioning states per c in the evaluation (default: 10; 1 with --smoke)")
     args = experiment.finalize_args(p.parse_args(argv))
     if args.posterior_samples is None:
         args.posterior_samples = 64 if args.smoke else 2000
     if args.posterior_points is None:
-        args.posterior_points = 1 if args.smoke else 3
+        args.posterior_points = 1 if args.smoke else 10
     if args.posterior_samples < 2 or args.posterior_points < 1:
         raise SystemExit(f"--posterior-samples must be >= 2 and --posterior-points >= 1, got {args.posterior_samples}, {args.posterior_points}")
     if args.data not in MIXTURES:
         raise SystemExit(f"Meta Flow Maps needs a Gaussian mixture with an exact posterior: use --data {' or '.join(MIXTURES)}")
-    if (args.query_input or args.precondition) and args.derivative is Derivative.FD:
-        raise SystemExit("--query-input and --precondition need --derivative jvp or fused: the forward difference steps t past 1, "
-                         "outside posterior_query_point's (0, 1]")
+    if (args.query_input or args.precondition) and args.derivative is Derivative.FD and args.consistency is Consistency.EULERIAN:
+        raise SystemExit("--query-input and --precondition with --consistency eulerian need --derivative jvp or fused: the forward "
+                         "difference steps t past 1, outside posterior_query_point's (0, 1]")
     if args.precondition and args.prediction is not targets.Prediction.V:
         raise SystemExit(f"--precondition sets the output's meaning itself (a scaled residual of x): drop --prediction {args.prediction}")
     if not 0 <= args.warmup < 1:
@@ -158,6 +184,14 @@ def main(argv: list[str] | None = None) -> dict:
         z_star, t_star = targets.posterior_query_point(z, t, z_c, c)
         return targets.posterior_velocity(z, t, z_star, t_star, mixture.velocity(z_star, t_star))
 
+    @torch.no_grad()
+    def landing_velocity(f: torch.Tensor, s: torch.Tensor, z_c: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """v(f, s) where the map lands: the exact posterior velocity, or the network's own diagonal F(f, s, s) (data)."""
+        if args.diagonal_target is DiagonalTarget.DATA:
+            return flow_map(net, f, s, s, torch.cat([c[:, None], z_c], dim=1))
+        z_star, t_star = targets.posterior_query_point(f, s, z_c, c)
+        return targets.posterior_velocity(f, s, z_star, t_star, mixture.velocity(z_star, t_star))
+
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, _ = source.batch(args.batch // dist.world_size)
         n = x.shape[0]
@@ -173,9 +207,15 @@ def main(argv: list[str] | None = None) -> dict:
             t, s = sample_pairs(n, Uniform())
             t = t.clamp(min=1e-4)
             z, v = sample_path(path, x, torch.randn_like(x), t)
-            v = velocity(z, t, v, z_c, c).detach()
-            F, dF_dt = derivative(lambda z_, t_: flow_map(net, z_, t_, s, cond), (z, t), (v, torch.ones_like(t)))
-            sq = losses.squared_error(F, targets.meanflow_target(v, t, s, dF_dt).detach(), losses.Reduce.SUM)
+            if args.consistency is Consistency.EULERIAN:
+                v = velocity(z, t, v, z_c, c).detach()
+                F, dF_dt = derivative(lambda z_, t_: flow_map(net, z_, t_, s, cond), (z, t), (v, torch.ones_like(t)))
+                target = targets.meanflow_target(v, t, s, dF_dt)
+            else:
+                s = torch.minimum(s.clamp(min=LANDING_FLOOR), t)
+                F, dF_ds = derivative(lambda s_: flow_map(net, z, t, s_, cond), (s,), (torch.ones_like(s),))
+                target = targets.freeflow_prediction_target(landing_velocity(targets.flow_map_step(z, F, t, s).detach(), s, z_c, c), dF_ds, t, s)
+            sq = losses.squared_error(F, target.detach(), losses.Reduce.SUM)
             loss = loss + losses.adaptively_weighted(sq, args.p_consistency, args.c).mean()
             logs["mse_consistency"] = sq.mean().item()
         return loss, {"loss": loss.item(), **logs}
@@ -218,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     results.update(posterior)
     experiment.write_outputs(args.out, args, source, results, samples, history,
                              {"recipe": "metaflow", "train_seconds": train_seconds, "steps": args.steps, "derivative": args.derivative.value,
-                              "diagonal_target": args.diagonal_target.value, "prediction": args.prediction.value, "query_input": args.query_input, "posterior_times": list(POSTERIOR_TIMES),
+                              "diagonal_target": args.diagonal_target.value, "consistency": args.consistency.value, "prediction": args.prediction.value, "query_input": args.query_input, "posterior_times": list(POSTERIOR_TIMES),
                               "posterior_points": args.posterior_points, "posterior_samples": m})
     train.close_distributed()
     return results

@@ -91,17 +91,20 @@ python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-befo
 python recipes/imf.py --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target
 python recipes/imf.py --seed 1 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target_seed1
 python recipes/imf.py --seed 1 --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target_seed1
-python recipes/metaflow.py --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
-python recipes/metaflow.py --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
-python recipes/metaflow.py --posterior-points 10 --out runs/metaflow_p10   # the default, each posterior figure over 10 conditioning states
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
+python recipes/metaflow.py --consistency eulerian --posterior-points 10 --out runs/metaflow_p10   # the earlier default (Eulerian), each posterior figure over 10 conditioning states
 # the same weights re-evaluated over 10 conditioning states
 rm -rf runs/metaflow_precondition_p10 && cp -r runs/metaflow_precondition runs/metaflow_precondition_p10
-python recipes/metaflow.py --precondition --resume --posterior-points 10 --out runs/metaflow_precondition_p10
+python recipes/metaflow.py --consistency eulerian --precondition --resume --posterior-points 10 --out runs/metaflow_precondition_p10
 rm -rf runs/metaflow_precondition_lr_decay_p10 && cp -r runs/metaflow_precondition_lr_decay runs/metaflow_precondition_lr_decay_p10
-python recipes/metaflow.py --precondition --lr-decay 0.3 --resume --posterior-points 10 --out runs/metaflow_precondition_lr_decay_p10
-python recipes/metaflow.py --precondition --power 1 --posterior-points 10 --out runs/metaflow_precondition_power1_p10
-python recipes/metaflow.py --precondition --query-input --posterior-points 10 --out runs/metaflow_precondition_query_p10
-python recipes/metaflow.py --precondition --steps 10000 --posterior-points 10 --out runs/metaflow_precondition_10k_p10
+python recipes/metaflow.py --consistency eulerian --precondition --lr-decay 0.3 --resume --posterior-points 10 --out runs/metaflow_precondition_lr_decay_p10
+python recipes/metaflow.py --consistency eulerian --precondition --power 1 --posterior-points 10 --out runs/metaflow_precondition_power1_p10
+python recipes/metaflow.py --consistency eulerian --precondition --query-input --posterior-points 10 --out runs/metaflow_precondition_query_p10
+python recipes/metaflow.py --consistency eulerian --precondition --steps 10000 --posterior-points 10 --out runs/metaflow_precondition_10k_p10
+# Meta Flow Maps' default (the Lagrangian consistency; runs/metaflow comes from the defaults loop below) on seeds 1 and 2, and preconditioned
+for seed in 1 2; do python recipes/metaflow.py --seed $seed --out runs/metaflow_seed$seed; done
+python recipes/metaflow.py --precondition --out runs/metaflow_lagrangian_precondition
 python recipes/dmf.py --decoupled-blocks 2 --loss cauchy --grad-clip 0 --out runs/dmf_k2
 python recipes/dmf.py --lr 1e-3 --loss cauchy --grad-clip 0 --out runs/dmf_lr1e-3
 for r in rectified_flow imf alphaflow uaimf dmf tvm jit cm scm freeflow metaflow drifting repa; do python recipes/$r.py; done
@@ -151,17 +154,17 @@ python recipes/drifting.py --data checkerboard --steps 4000 --batch 256 --lr 1e-
 python recipes/cm.py --data checkerboard --out runs/cm_checkerboard
 python recipes/cm.py --data checkerboard --no-teacher-init --out runs/cm_fresh_checkerboard
 python recipes/freeflow.py --data checkerboard --steps 6000 --batch 128 --lr 3e-4 --lr-decay 0 --derivative jvp --out runs/freeflow_checkerboard
-python recipes/metaflow.py --no-cond-input --p-diagonal 0.5 --p-consistency 1 --lr-decay 0 --power 2 --fourier-features 64 --out runs/metaflow_fourier64
-python recipes/metaflow.py --no-cond-input --p-diagonal 0 --p-consistency 0 --lr-decay 0.3 --power 2 --out runs/metaflow_p0_lr_decay
-python recipes/metaflow.py --cond-input --p-diagonal 0 --p-consistency 0 --lr-decay 0.3 --power 2 --out runs/metaflow_cond_input_p0_lr_decay
-python recipes/metaflow.py --cond-input --p-diagonal 0.5 --p-consistency 1 --lr-decay 0 --power 1 --out runs/metaflow_cond_input_power1
-python recipes/metaflow.py --prediction x --out runs/metaflow_x
-python recipes/metaflow.py --prediction x --power 1 --out runs/metaflow_x_power1
-python recipes/metaflow.py --query-input --out runs/metaflow_query
-python recipes/metaflow.py --query-input --prediction x --out runs/metaflow_query_x
-python recipes/metaflow.py --steps 8000 --out runs/metaflow_8k
-python recipes/metaflow.py --query-input --p-diagonal 0 --p-consistency 0 --out runs/metaflow_query_p0
-python recipes/metaflow.py --query-input --power 1 --out runs/metaflow_query_power1
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --no-cond-input --p-diagonal 0.5 --p-consistency 1 --lr-decay 0 --power 2 --fourier-features 64 --out runs/metaflow_fourier64
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --no-cond-input --p-diagonal 0 --p-consistency 0 --lr-decay 0.3 --power 2 --out runs/metaflow_p0_lr_decay
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --cond-input --p-diagonal 0 --p-consistency 0 --lr-decay 0.3 --power 2 --out runs/metaflow_cond_input_p0_lr_decay
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --cond-input --p-diagonal 0.5 --p-consistency 1 --lr-decay 0 --power 1 --out runs/metaflow_cond_input_power1
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --prediction x --out runs/metaflow_x
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --prediction x --power 1 --out runs/metaflow_x_power1
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --query-input --out runs/metaflow_query
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --query-input --prediction x --out runs/metaflow_query_x
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --steps 8000 --out runs/metaflow_8k
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --query-input --p-diagonal 0 --p-consistency 0 --out runs/metaflow_query_p0
+python recipes/metaflow.py --consistency eulerian --posterior-points 3 --query-input --power 1 --out runs/metaflow_query_power1
 # studies (each writes its own table; the latent_forcing and unified_latents default runs are members of theirs)
 python scripts/repa_steps_to_fd.py
 python scripts/latent_forcing_ablation.py
@@ -177,6 +180,7 @@ python bench/step_cost.py --json bench/out/step_cost.json
 python bench/jvp_attention.py --json bench/out/jvp_attention.json
 python bench/recipe_step_cost.py --json bench/out/recipe_step_cost.json
 OMP_NUM_THREADS=2 python bench/recipe_step_cost.py --recipes alphaflow --models mlp --json bench/out/recipe_step_cost_mlp.json   # re-timed after its default changed
+OMP_NUM_THREADS=1 python bench/recipe_step_cost.py --recipes metaflow --models mlp --short 5 --long 25 --json bench/out/recipe_step_cost.json --append   # re-timed after its default changed
 OMP_NUM_THREADS=2 python bench/compiled_step.py --json bench/out/compiled_step.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --data digits --json bench/out/compiled_step_digits.json
 OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wall_time.json  # alone on an idle machine

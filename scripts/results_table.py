@@ -182,13 +182,16 @@ RUNS = {
        for k in ("", "_seed1")},
     # Meta Flow Maps with the output preconditioned (x_hat = c_skip(t*) z* + c_out(t*) G at the posterior query point), without and with lr decay
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_precondition", "metaflow_precondition_lr_decay")},
-    # Meta Flow Maps' default with each posterior figure averaged over 10 conditioning states instead of 3 (--posterior-points 10);
+    # Meta Flow Maps' earlier default, the Eulerian consistency (--consistency eulerian, as every metaflow comparison above), with each
+    # posterior figure averaged over 10 conditioning states instead of 3 (--posterior-points 10, now the default);
     # the two preconditioned runs re-evaluated that way (--resume, same weights); preconditioned with c = 1 - U (--power 1),
     # with the posterior query point as input (--query-input), and for 10000 steps (twice the default's, over the budget)
     "metaflow_p10 (comparison)": ROOT / "runs/metaflow_p10/metrics.json",
     **{f"{r}_p10 (re-evaluated)": ROOT / f"runs/{r}_p10/metrics.json" for r in ("metaflow_precondition", "metaflow_precondition_lr_decay")},
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "metaflow_precondition_power1_p10", "metaflow_precondition_query_p10", "metaflow_precondition_10k_p10")},
+    # Meta Flow Maps' default (the Lagrangian consistency) on seeds 1 and 2, and with the preconditioned output (--precondition)
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_seed1", "metaflow_seed2", "metaflow_lagrangian_precondition")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
     **{f"latent_forcing {o} (re-evaluated)": ROOT / f"runs/latent_forcing_diag/{o}/metrics.json" for o in ("cascaded", "joint")},
 }
@@ -472,18 +475,19 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
     if (r := get("freeflow")) and (n := get("freeflow_no_correction")):
         claim("FreeFlow: the correction loss improves on the prediction loss alone", "`freeflow` vs `freeflow_no_correction`",
               f"1 NFE: {_fmt(r['results']['1nfe']['fd'])} vs {_fmt(n['results']['1nfe']['fd'])}", r["results"]["1nfe"]["fd"] < n["results"]["1nfe"]["fd"])
-    for name, states in (("metaflow", 3), ("metaflow_p10", 10)):
+    for name, which in (("metaflow", "the default, Lagrangian consistency"), ("metaflow_seed1", "the default, seed 1"), ("metaflow_seed2", "the default, seed 2"),
+                        ("metaflow_p10", "Eulerian consistency, the earlier default")):
         if not (r := get(name)):
             continue
         rows = [(k, v) for k, v in r["results"].items() if k.startswith("posterior_") and k.endswith("_1nfe")]
         if rows:
             worst = max(v["sw2"] / v["sw2_floor"] for _, v in rows)
-            claim(f"Meta Flow Maps: 1-step posterior samples match the exact posterior (sliced W2 / floor, worst t; {states} conditioning states per t)",
-                  f"`{name}`, exact mixture posterior", ", ".join(f"{k[10:-5]}: {_fmt(v['sw2'])} (floor {_fmt(v['sw2_floor'])})" for k, v in rows), worst <= 2)
-    if r := get("metaflow"):
-        res = r["results"]
-        one, floor = res["1nfe"]["sw2"], res["floor"]["sw2"]
-        claim("Meta Flow Maps: unconditional 1-step samples match the data (sliced W2 / floor)", "`metaflow`", f"{_fmt(one)} vs floor {_fmt(floor)}", one <= 2 * floor)
+            claim(f"Meta Flow Maps: 1-step posterior samples match the exact posterior (sliced W2 / floor, worst t; {r['posterior_points']} conditioning "
+                  f"states per t; {which})", f"`{name}`, exact mixture posterior",
+                  ", ".join(f"{k[10:-5]}: {_fmt(v['sw2'])} (floor {_fmt(v['sw2_floor'])})" for k, v in rows), worst <= 2)
+        one, floor = r["results"]["1nfe"]["sw2"], r["results"]["floor"]["sw2"]
+        claim(f"Meta Flow Maps: unconditional 1-step samples match the data (sliced W2 / floor; {which})", f"`{name}`",
+              f"{_fmt(one)} vs floor {_fmt(floor)}", one <= 2 * floor)
     if (r := get("drifting")) and (a := get("drifting_attraction1.5")):
         claim("Drifting: breaking the anti-symmetry (attraction 1.5x repulsion) hurts", "`drifting` vs `drifting_attraction1.5`",
               f"1 NFE: {_fmt(r['results']['1nfe']['fd'])} vs {_fmt(a['results']['1nfe']['fd'])}", r["results"]["1nfe"]["fd"] < a["results"]["1nfe"]["fd"])

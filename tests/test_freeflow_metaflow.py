@@ -140,6 +140,13 @@ def test_posterior_velocity_is_the_exact_posterior_flow_for_a_gaussian():
     u_exact = lambda z_, t_: (z_ - _shifted_gaussian_flow(z_, t_, s, m, var)) / (t_ - s)[:, None]  # noqa: E731
     u, du_dt = torch.func.jvp(u_exact, (z, t), (v, torch.ones_like(t)))
     torch.testing.assert_close(targets.meanflow_target(v, t, s, du_dt), u, rtol=1e-8, atol=1e-9)
+    # the Lagrangian form (metaflow --consistency lagrangian): d/ds of the exact map equals the GLASS velocity where it lands
+    u_s, du_ds = torch.func.jvp(lambda s_: (z - _shifted_gaussian_flow(z, t, s_, m, var)) / (t - s_)[:, None], (s,), (torch.ones_like(s),))
+    landing = targets.flow_map_step(z, u_s, t, s)
+    torch.testing.assert_close(landing, _shifted_gaussian_flow(z, t, s, m, var), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(targets.freeflow_prediction_target(field(landing, s), du_ds, t, s), u_s, rtol=1e-8, atol=1e-9)
+    # a map landing off the flow (by 0.05) is not a fixed point
+    assert (targets.freeflow_prediction_target(field(landing + 0.05, s), du_ds, t, s) - u_s).abs().mean() > 1e-2
 
 
 def test_posterior_velocity_matches_the_mixture_posterior_flow():
@@ -320,7 +327,8 @@ def test_freeflow_training_loads_no_data(extra, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("extra", [[], ["--derivative", "fd", "--diagonal-target", "data"], ["--derivative", "fused"], ["--prediction", "x", "--query-input"],
-                                   ["--precondition"]])
+                                   ["--precondition", "--derivative", "fd"], ["--consistency", "eulerian"],
+                                   ["--consistency", "eulerian", "--derivative", "fd", "--diagonal-target", "data"], ["--consistency", "eulerian", "--precondition"]])
 def test_metaflow_smoke_writes_posterior_metrics(extra, tmp_path):
     results = load_recipe("metaflow").main(["--smoke", "--out", str(tmp_path), *extra])
     for k in (1, 2, 4):
@@ -328,14 +336,16 @@ def test_metaflow_smoke_writes_posterior_metrics(extra, tmp_path):
         for c in (0.25, 0.5, 0.75):
             row = results[f"posterior_c{c:.2f}_{k}nfe"]
             assert math.isfinite(row["sw2"]) and row["sw2_floor"] > 0 and row["energy_floor"] > 0
-    assert json.loads((tmp_path / "metrics.json").read_text())["results"].keys() == results.keys()
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["results"].keys() == results.keys()
+    assert written["consistency"] == ("eulerian" if "eulerian" in extra else "lagrangian")
     assert (tmp_path / "samples_posterior_c0.50_0.png").is_file()
 
 
 @pytest.mark.parametrize("flag", ["--query-input", "--precondition"])
 def test_metaflow_refuses_the_query_point_with_forward_differences(flag, tmp_path):
-    with pytest.raises(SystemExit, match="--precondition need --derivative jvp"):
-        load_recipe("metaflow").main(["--smoke", flag, "--derivative", "fd", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--precondition with --consistency eulerian need --derivative jvp"):
+        load_recipe("metaflow").main(["--smoke", flag, "--consistency", "eulerian", "--derivative", "fd", "--out", str(tmp_path)])
 
 
 def test_metaflow_refuses_precondition_with_another_prediction(tmp_path):
