@@ -467,6 +467,12 @@ def claim_lines(runs: dict[str, dict], studies: dict[str, dict]) -> list[str]:
                   f"`{name}` (`--data checkerboard`) vs its teacher's Heun 50",
                   f"sliced W2 1/2/4 NFE: {_series(res, NFE, 'sw2')}; teacher {_fmt(res['teacher_heun50']['sw2'])}",
                   res["1nfe"]["sw2"] <= 1.5 * res["teacher_heun50"]["sw2"] and res["4nfe"]["sw2"] >= 0.95 * res["2nfe"]["sw2"])
+            if mf := runs.get("meanflow (checkerboard)"):
+                m = mf["results"]
+                claim(f"CM on 2D stops improving from 2 to 4 steps beside a flow map that improves ({start})",
+                      f"`{name}` (`--data checkerboard`) vs `meanflow` (checkerboard)",
+                      f"sliced W2 2/4 NFE: CM {_series(res, ('2nfe', '4nfe'), 'sw2')}, MeanFlow {_series(m, ('2nfe', '4nfe'), 'sw2')}",
+                      res["4nfe"]["sw2"] >= 0.95 * res["2nfe"]["sw2"] and m["4nfe"]["sw2"] < 0.95 * m["2nfe"]["sw2"])
     for stable, unstable, start in (("scm_6k", "scm_unstabilised", "the student starts as the teacher"),
                                     ("scm_fresh", "scm_fresh_unstabilised", "a freshly initialised student")):
         if (r := get(stable)) and (u := get(unstable)):
