@@ -59,17 +59,20 @@ def adaptively_weighted(per_sample: Tensor, p: float = 1.0, c: float = 1e-2) -> 
     return adaptive_weight(per_sample, p, c) * per_sample
 
 
-def improved_meanflow_loss(compound: Tensor, velocity: Tensor, target: Tensor, c: float = 1e-2, p: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+def improved_meanflow_loss(compound: Tensor, velocity: Tensor, target: Tensor, c: float = 1e-2, p: float = 1.0,
+                           v_weight: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
     """improved MeanFlow's two-head objective (Geng et al. 2025b, arXiv 2512.02012), per sample:
 
-        L = w(L_u) L_u + w(L_v) L_v,  L_u = ||V - v_g||^2,  L_v = ||v - v_g||^2  (sums over dims)
+        L = w(L_u) L_u + lambda w(L_v) L_v,  L_u = ||V - v_g||^2,  L_v = ||v - v_g||^2  (sums over dims)
 
     with V the compound velocity u + (t - s) sg(du/dt) (``targets.compound_velocity``), v the velocity
     head, v_g the (guided, stop-gradded) velocity target and w = 1 / (sg(L) + c)^p (adaptive weight;
-    iMF uses p = 1, p = 0 is the plain squared error). Returns (L, L_u, L_v), each (B,)."""
+    iMF uses p = 1, p = 0 is the plain squared error); lambda = ``v_weight`` (iMF: 1). Returns (L, L_u, L_v), each (B,)."""
+    if v_weight < 0:
+        raise ValueError(f"v_weight must be >= 0, got {v_weight}")
     loss_u = squared_error(compound, target, Reduce.SUM)
     loss_v = squared_error(velocity, target, Reduce.SUM)
-    return adaptively_weighted(loss_u, p, c) + adaptively_weighted(loss_v, p, c), loss_u, loss_v
+    return adaptively_weighted(loss_u, p, c) + v_weight * adaptively_weighted(loss_v, p, c), loss_u, loss_v
 
 
 def learned_log_variance(per_sample: Tensor, log_var: Tensor) -> Tensor:

@@ -91,6 +91,13 @@ python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-befo
 python recipes/imf.py --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target
 python recipes/imf.py --seed 1 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target_seed1
 python recipes/imf.py --seed 1 --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target_seed1
+# what separates imf from MeanFlow on digits: the tangent, the v-head's loss weight, beta2, and MeanFlow at imf's settings
+python recipes/imf.py --tangent target --out runs/imf_tangent_target
+python recipes/imf.py --v-weight 0.1 --out runs/imf_v_weight0.1
+python recipes/imf.py --v-weight 0.1 --seed 1 --out runs/imf_v_weight0.1_seed1
+python recipes/imf.py --omega-max 1 --beta2 0.999 --out runs/imf_no_cfg_beta2_0.999
+python recipes/imf.py --omega-max 1 --tangent target --beta2 0.999 --out runs/imf_no_cfg_tangent_target_beta2_0.999
+python recipes/meanflow.py --data digits --steps 5000 --batch 128 --p 0 --omega 1 --kappa 0 --equal-fraction 0.5 --out runs/meanflow_digits_imf_settings
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
 python recipes/metaflow.py --consistency eulerian --posterior-points 10 --out runs/metaflow_p10   # the earlier default (Eulerian), each posterior figure over 10 conditioning states

@@ -190,6 +190,11 @@ RUNS = {
     **{f"{r}_p10 (re-evaluated)": ROOT / f"runs/{r}_p10/metrics.json" for r in ("metaflow_precondition", "metaflow_precondition_lr_decay")},
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "metaflow_precondition_power1_p10", "metaflow_precondition_query_p10", "metaflow_precondition_10k_p10")},
+    # imf with MeanFlow's tangent (--tangent target), the v-head's loss weighted 0.1 (seeds 0 and 1), without training-time guidance
+    # and with Adam's beta2 at 0.999 (tangent v_c, then v_g), and meanflow.py at imf's settings (5000 steps, p = 0, half the rows s = t)
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "imf_tangent_target", "imf_v_weight0.1", "imf_v_weight0.1_seed1", "imf_no_cfg_beta2_0.999", "imf_no_cfg_tangent_target_beta2_0.999",
+        "meanflow_digits_imf_settings")},
     # Meta Flow Maps' default (the Lagrangian consistency) on seeds 1 and 2, and with the preconditioned output (--precondition)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_seed1", "metaflow_seed2", "metaflow_lagrangian_precondition")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added

@@ -290,7 +290,8 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
     for name in ("alphaflow", "imf"):
         with pytest.raises(SystemExit, match="--beta2"):
             load_recipe(name).parse(["--beta2", "1.5"])
-    for bad, message in ((["--t-std", "0"], "--t-std must be > 0"), (["--uniform-fraction", "1.5"], r"--uniform-fraction must be in \[0, 1\]")):
+    for bad, message in ((["--t-std", "0"], "--t-std must be > 0"), (["--uniform-fraction", "1.5"], r"--uniform-fraction must be in \[0, 1\]"),
+                         (["--v-weight", "-1"], "--v-weight must be >= 0")):
         with pytest.raises(SystemExit, match=message):
             load_recipe("imf").parse(bad)
 
@@ -309,6 +310,15 @@ def test_imf_time_sampler_flags_draw_pmf_times():
     assert draws["pmf"].median().item() == pytest.approx(0.5, abs=0.005)
     # iMF's s = t rows: the max of two logit-normal(-0.4, 1) draws, P(t < 1/2) = Phi(0.4)^2 = 0.428
     assert (draws["imf"] < 0.5).float().mean().item() == pytest.approx(0.6554**2, abs=0.005)
+
+
+def test_imf_tangent_is_the_guided_head_by_default_and_the_target_on_request():
+    """iMF takes du/dt along its own guided v-head (v_c); --tangent target takes MeanFlow's v_g."""
+    imf = load_recipe("imf")
+    v_c, v_g = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    assert imf.parse([]).tangent is imf.Tangent.HEAD
+    assert imf.jvp_tangent(imf.parse([]).tangent, v_c, v_g) is v_c
+    assert imf.jvp_tangent(imf.parse(["--tangent", "target"]).tangent, v_c, v_g) is v_g
 
 
 def test_imf_x_prediction_reads_the_u_head_as_an_image():

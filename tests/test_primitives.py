@@ -449,6 +449,13 @@ def test_improved_meanflow_loss_power():
     torch.testing.assert_close(losses.improved_meanflow_loss(V, v, target, c=0.5, p=2.0)[0], torch.tensor([4 / 4.5**2 + 2 / 2.5**2]))
     with pytest.raises(ValueError, match="power p >= 0"):
         losses.improved_meanflow_loss(V, v, target, p=-1.0)
+    # lambda weighs the v-head's term alone: 4 + 0.1 * 2 at p = 0, and lambda = 0 leaves the v-head without gradient
+    torch.testing.assert_close(losses.improved_meanflow_loss(V, v, target, c=0.5, p=0.0, v_weight=0.1)[0], torch.tensor([4.2]))
+    v_head = v.clone().requires_grad_(True)
+    losses.improved_meanflow_loss(V, v_head, target, p=0.0, v_weight=0.0)[0].sum().backward()
+    assert torch.equal(v_head.grad, torch.zeros_like(v))
+    with pytest.raises(ValueError, match="v_weight must be >= 0"):
+        losses.improved_meanflow_loss(V, v, target, v_weight=-0.5)
 
 
 def test_diagonal_velocity_generator_follows_the_exact_flow():
