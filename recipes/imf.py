@@ -40,10 +40,10 @@ at 5000 steps against the default's 1.60 (1.68 on seed 1), none meeting the bar 
     the v-head's loss weighted 0.1 (--v-weight 0.1), seeds 0 / 1                   1.87 / 2.14
     no training-time guidance and Adam's beta2 at 0.999, tangent v_c / v_g         2.73 / 3.01
 against recipes/meanflow.py with the same data, steps, batch, p = 0, s = t fraction and no guidance (one head, no
-scalar inputs, v_g as the tangent, beta2 0.999): 1.17. So neither iMF's tangent nor the v-head's loss weight is what
-costs imf against MeanFlow here. What remains between the two is iMF's second head with its loss, and its (guidance,
-interval) inputs, whose interval is random on the s < t rows even without guidance; with them Adam's beta2 0.95 beats
-0.999 (1.89 vs 2.73).
+scalar inputs, v_g as the tangent, beta2 0.999): 1.17. Walking imf towards it, all without guidance, with v_g as the
+tangent and beta2 0.999: 3.01; with no sampled interval (--no-interval) 2.39; with the v-head's loss off as well
+(--v-weight 0, the head then unused) 1.39. So on digits the v-head's loss costs imf most, and the sampled interval next;
+iMF's tangent does not. With guidance the v-head also builds the guided target, and weighting its loss down hurts (above).
 So x heads need pMF's time sampler here (2.88 -> 1.88), and with iMF's sampled guidance interval they stay at 1.87
 whichever target. Without the interval, and with pMF's clipped target, imf reaches pmf.py's 1.18 (1.20; on seed 1
 1.52 against 2.49 with the interval): the interval is what costs this recipe at digits scale. The default keeps it,

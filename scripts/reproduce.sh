@@ -97,6 +97,8 @@ python recipes/imf.py --v-weight 0.1 --out runs/imf_v_weight0.1
 python recipes/imf.py --v-weight 0.1 --seed 1 --out runs/imf_v_weight0.1_seed1
 python recipes/imf.py --omega-max 1 --beta2 0.999 --out runs/imf_no_cfg_beta2_0.999
 python recipes/imf.py --omega-max 1 --tangent target --beta2 0.999 --out runs/imf_no_cfg_tangent_target_beta2_0.999
+python recipes/imf.py --omega-max 1 --no-interval --tangent target --beta2 0.999 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999
+python recipes/imf.py --omega-max 1 --no-interval --tangent target --beta2 0.999 --v-weight 0 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_v_weight0
 python recipes/meanflow.py --data digits --steps 5000 --batch 128 --p 0 --omega 1 --kappa 0 --equal-fraction 0.5 --out runs/meanflow_digits_imf_settings
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay

@@ -194,7 +194,8 @@ RUNS = {
     # and with Adam's beta2 at 0.999 (tangent v_c, then v_g), and meanflow.py at imf's settings (5000 steps, p = 0, half the rows s = t)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "imf_tangent_target", "imf_v_weight0.1", "imf_v_weight0.1_seed1", "imf_no_cfg_beta2_0.999", "imf_no_cfg_tangent_target_beta2_0.999",
-        "meanflow_digits_imf_settings")},
+        "meanflow_digits_imf_settings", "imf_no_cfg_no_interval_tangent_target_beta2_0.999",
+        "imf_no_cfg_no_interval_tangent_target_beta2_0.999_v_weight0")},  # the last two: no sampled interval, then the v-head's loss off too
     # Meta Flow Maps' default (the Lagrangian consistency) on seeds 1 and 2, and with the preconditioned output (--precondition)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_seed1", "metaflow_seed2", "metaflow_lagrangian_precondition")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
