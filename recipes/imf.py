@@ -36,6 +36,12 @@ at 5000 steps against the default's 1.60 (1.68 on seed 1), none meeting the bar 
     no sampled guidance interval (--no-interval: [0, 1] on every row)              1.69
     pMF's times, lr decay, x heads and --no-interval, (*) / clipped target         1.48 / 1.20
     the last two with the clipped target on seed 1, with / without the interval    2.49 / 1.52
+So x heads need pMF's time sampler here (2.88 -> 1.88), and with iMF's sampled guidance interval they stay at 1.87
+whichever target. Without the interval, and with pMF's clipped target, imf reaches pmf.py's 1.18 (1.20; on seed 1
+1.52 against 2.49 with the interval): the interval is what separates imf's x heads from pmf.py. The default keeps it,
+since the sampled interval is part of iMF.
+
+What separates imf from MeanFlow, at 5000 steps:
     du/dt along MeanFlow's v_g instead of the v-head's v_c (--tangent target)       1.65
     the v-head's loss weighted 0.1 (--v-weight 0.1), seeds 0 / 1                   1.87 / 2.14
     no training-time guidance and Adam's beta2 at 0.999, tangent v_c / v_g         2.73 / 3.01
@@ -44,10 +50,6 @@ scalar inputs, v_g as the tangent, beta2 0.999): 1.17. Walking imf towards it, a
 tangent and beta2 0.999: 3.01; with no sampled interval (--no-interval) 2.39; with the v-head's loss off as well
 (--v-weight 0, the head then unused) 1.39. So on digits the v-head's loss costs imf most, and the sampled interval next;
 iMF's tangent does not. With guidance the v-head also builds the guided target, and weighting its loss down hurts (above).
-So x heads need pMF's time sampler here (2.88 -> 1.88), and with iMF's sampled guidance interval they stay at 1.87
-whichever target. Without the interval, and with pMF's clipped target, imf reaches pmf.py's 1.18 (1.20; on seed 1
-1.52 against 2.49 with the interval): the interval is what costs this recipe at digits scale. The default keeps it,
-since the sampled interval is part of iMF.
 
     python recipes/imf.py                                    # digits, MLP
     python recipes/imf.py --model dit --derivative fused     # in-context DiT, fused JVP attention

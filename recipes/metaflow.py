@@ -178,19 +178,20 @@ def main(argv: list[str] | None = None) -> dict:
             return targets.preconditioned_posterior_flow_map(z, t, z_star, t_star, out, sigma_data)
         return targets.velocity_from_prediction(args.prediction, z, out, t, args.t_floor)
 
-    def velocity(z: torch.Tensor, t: torch.Tensor, v: torch.Tensor, z_c: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        if args.diagonal_target is DiagonalTarget.DATA:
-            return v
+    def exact_posterior_velocity(z: torch.Tensor, t: torch.Tensor, z_c: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """E[eps - x | z_t = z, z_c]: the mixture's velocity at the GLASS query point (the teacher)."""
         z_star, t_star = targets.posterior_query_point(z, t, z_c, c)
         return targets.posterior_velocity(z, t, z_star, t_star, mixture.velocity(z_star, t_star))
+
+    def velocity(z: torch.Tensor, t: torch.Tensor, v: torch.Tensor, z_c: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return v if args.diagonal_target is DiagonalTarget.DATA else exact_posterior_velocity(z, t, z_c, c)
 
     @torch.no_grad()
     def landing_velocity(f: torch.Tensor, s: torch.Tensor, z_c: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """v(f, s) where the map lands: the exact posterior velocity, or the network's own diagonal F(f, s, s) (data)."""
         if args.diagonal_target is DiagonalTarget.DATA:
             return flow_map(net, f, s, s, torch.cat([c[:, None], z_c], dim=1))
-        z_star, t_star = targets.posterior_query_point(f, s, z_c, c)
-        return targets.posterior_velocity(f, s, z_star, t_star, mixture.velocity(z_star, t_star))
+        return exact_posterior_velocity(f, s, z_c, c)
 
     def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, _ = source.batch(args.batch // dist.world_size)
