@@ -92,6 +92,7 @@ def build_model(
     n_scalar_conds: int = 0,
     time_inputs: TimeInputs = TimeInputs.T_GAP,
     aux_head: bool = False,
+    aux_head_depth: int = 0,
     conditioning: Conditioning = Conditioning.ADALN_ZERO,
     decoupled_blocks: int = 0,
     fourier_features: int = 0,
@@ -106,12 +107,13 @@ def build_model(
         if fourier_features or conds_in_input:
             raise ValueError("Fourier input features and conditions in the input are MLP options: use --model mlp")
         return DiT(DiTConfig(width=width, depth=depth, num_classes=source.num_classes, n_scalar_conds=n_scalar_conds,
-                             time_inputs=time_inputs, conditioning=conditioning, aux_head=aux_head, decoupled_blocks=decoupled_blocks))
+                             time_inputs=time_inputs, conditioning=conditioning, aux_head=aux_head, aux_head_depth=aux_head_depth,
+                             decoupled_blocks=decoupled_blocks))
     dim = 1
     for d in source.shape:
         dim *= d
     return MLP(MLPConfig(dim=dim, width=width, depth=depth, num_classes=source.num_classes, n_scalar_conds=n_scalar_conds,
-                         time_inputs=time_inputs, aux_head=aux_head, decoupled_blocks=decoupled_blocks,
+                         time_inputs=time_inputs, aux_head=aux_head, aux_head_depth=aux_head_depth, decoupled_blocks=decoupled_blocks,
                          fourier_features=fourier_features, fourier_scale=fourier_scale, conds_in_input=conds_in_input))
 
 

@@ -51,6 +51,19 @@ tangent and beta2 0.999: 3.01; with no sampled interval (--no-interval) 2.39; wi
 (--v-weight 0, the head then unused) 1.39. So on digits the v-head's loss costs imf most, and the sampled interval next;
 iMF's tangent does not. With guidance the v-head also builds the guided target, and weighting its loss down hurts (above).
 
+The v-head's own blocks (--aux-head-depth k: the v-head runs its own copies of the last k of the --depth blocks after the
+ones it shares with the u-head; iMF's MiT-B/2 gives it 8 of 12, the default here shares all 4 and only the output layer is
+its own). 1-NFE FD, single draw / mean of 5 draws:
+    the walk's run above (no guidance, no interval, v_g, beta2 0.999): shared 2.39 / 2.55, v-head's loss off 1.39 / 1.52,
+    all 4 blocks the v-head's own 1.35 / 1.42
+    the default's settings, k = 0 / 2 / 3 / 4                      1.60 / 1.66, 1.58 / 1.66, 1.88 / 1.97, 1.48 / 1.60
+    seed 1, k = 0 / 4                                               1.68 / 1.53, 1.53 / 1.43
+    k = 4 at width 384 (--width 384, fewer operations per block)   1.54 / 1.68
+Without guidance, then, what the v-head's loss cost imf was the trunk it shared with the u-head; with guidance, a v-head of
+its own gains about 0.1 on seeds 0 and 1 (the teacher's mean: 0.99). k = 4 is not the default: it adds 4 blocks to the
+v-head's path in every forward, JVP and backward pass, the default already projects to 9.1 of its 10 minutes
+(bench/default_wall_time.py), and at width 384 the gain is gone.
+
     python recipes/imf.py                                    # digits, MLP
     python recipes/imf.py --model dit --derivative fused     # in-context DiT, fused JVP attention
 """
@@ -101,6 +114,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--t-max", type=float, default=1.0, help="guidance interval end for sampling (default: %(default)s)")
     p.add_argument("--interval", action=argparse.BooleanOptionalAction, default=True,
                    help="sample a guidance interval per s < t row (iMF); --no-interval: guidance over [0, 1] on every row (default: %(default)s)")
+    p.add_argument("--aux-head-depth", type=int, default=0,
+                   help="last blocks the v-head runs as its own copies, after the blocks it shares with the u-head; iMF's MiT-B/2: 8 of 12 (default: %(default)s)")
     p.add_argument("--v-weight", type=float, default=1.0, help="weight of the v-head's loss, L = L_u + lambda L_v; iMF: 1 (default: %(default)s)")
     p.add_argument("--tangent", type=Tangent, choices=list(Tangent), default=Tangent.HEAD,
                    help="z-part of the JVP tangent: head, iMF's guided v-head v_c; target, MeanFlow's v_g (default: %(default)s)")
@@ -111,6 +126,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = experiment.finalize_args(p.parse_args(argv))
     if not args.t_std > 0:
         raise SystemExit(f"--t-std must be > 0, got {args.t_std}")
+    if not 0 <= args.aux_head_depth <= args.depth:
+        raise SystemExit(f"--aux-head-depth must be in [0, --depth={args.depth}], got {args.aux_head_depth}")
     if args.v_weight < 0:
         raise SystemExit(f"--v-weight must be >= 0, got {args.v_weight}")
     if not 0.0 <= args.beta2 < 1.0:
@@ -140,7 +157,7 @@ def jvp_tangent(kind: Tangent, v_c: torch.Tensor, v_g: torch.Tensor) -> torch.Te
 
 def model_options(args: argparse.Namespace) -> dict:
     """The network beyond the common flags: (guidance, interval) inputs, the v-head, the embedded times, in-context tokens."""
-    return {"n_scalar_conds": 3, "aux_head": True, "time_inputs": TimeInputs(args.time_inputs), "conditioning": Conditioning.IN_CONTEXT}
+    return {"n_scalar_conds": 3, "aux_head": True, "aux_head_depth": args.aux_head_depth, "time_inputs": TimeInputs(args.time_inputs), "conditioning": Conditioning.IN_CONTEXT}
 
 
 def generators(student: torch.nn.Module, args: argparse.Namespace, source: experiment.Source) -> dict[str, experiment.Generator]:

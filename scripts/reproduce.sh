@@ -99,6 +99,10 @@ python recipes/imf.py --omega-max 1 --beta2 0.999 --out runs/imf_no_cfg_beta2_0.
 python recipes/imf.py --omega-max 1 --tangent target --beta2 0.999 --out runs/imf_no_cfg_tangent_target_beta2_0.999
 python recipes/imf.py --omega-max 1 --no-interval --tangent target --beta2 0.999 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999
 python recipes/imf.py --omega-max 1 --no-interval --tangent target --beta2 0.999 --v-weight 0 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_v_weight0
+for k in 2 3 4; do python recipes/imf.py --aux-head-depth $k --out runs/imf_aux_head_depth$k; done
+python recipes/imf.py --aux-head-depth 4 --seed 1 --out runs/imf_aux_head_depth4_seed1
+python recipes/imf.py --aux-head-depth 4 --width 384 --out runs/imf_aux_head_depth4_w384
+python recipes/imf.py --omega-max 1 --no-interval --tangent target --beta2 0.999 --aux-head-depth 4 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4
 python recipes/meanflow.py --data digits --steps 5000 --batch 128 --p 0 --omega 1 --kappa 0 --equal-fraction 0.5 --out runs/meanflow_digits_imf_settings
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
@@ -197,7 +201,10 @@ python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_l
   runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
   runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
   runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_seed2 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 runs/alphaflow runs/alphaflow_seed1 runs/alphaflow_seed2 runs/uaimf_no_gap_weight \
-  runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed2 runs/uaimf_equal0.5_seed0 runs/uaimf_equal0.5_seed1 runs/imf_pmf_times_x_no_interval_clipped_target --json \
+  runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed2 runs/uaimf_equal0.5_seed0 runs/uaimf_equal0.5_seed1 runs/imf_pmf_times_x_no_interval_clipped_target \
+  runs/imf_seed1 runs/imf_aux_head_depth2 runs/imf_aux_head_depth3 runs/imf_aux_head_depth4 runs/imf_aux_head_depth4_seed1 runs/imf_aux_head_depth4_w384 \
+  runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999 runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_v_weight0 \
+  runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4 --json \
   runs/fd_draws.json
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json

@@ -196,6 +196,11 @@ RUNS = {
         "imf_tangent_target", "imf_v_weight0.1", "imf_v_weight0.1_seed1", "imf_no_cfg_beta2_0.999", "imf_no_cfg_tangent_target_beta2_0.999",
         "meanflow_digits_imf_settings", "imf_no_cfg_no_interval_tangent_target_beta2_0.999",
         "imf_no_cfg_no_interval_tangent_target_beta2_0.999_v_weight0")},  # the last two: no sampled interval, then the v-head's loss off too
+    # imf with the v-head's own copies of the last 2, 3 or 4 of the 4 blocks (--aux-head-depth, iMF's MiT: 8 of 12), 4 also on
+    # seed 1 and at width 384, and the walk's run without guidance or interval with all 4 blocks its own
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "imf_aux_head_depth2", "imf_aux_head_depth3", "imf_aux_head_depth4", "imf_aux_head_depth4_seed1", "imf_aux_head_depth4_w384",
+        "imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4")},
     # Meta Flow Maps' default (the Lagrangian consistency) on seeds 1 and 2, and with the preconditioned output (--precondition)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_seed1", "metaflow_seed2", "metaflow_lagrangian_precondition")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added

@@ -234,7 +234,7 @@ def _history(out: Path) -> dict:
     ("uaimf", ["--derivative", "jvp"]), ("uaimf", ["--derivative", "fd", "--acceleration", "min_snr"]),
     ("uaimf", ["--data", "checkerboard", "--no-gap-weight"]),
     ("imf", ["--derivative", "jvp"]), ("imf", ["--derivative", "fd", "--time-inputs", "gap"]),
-    ("imf", ["--model", "dit", "--derivative", "fused"]),
+    ("imf", ["--model", "dit", "--derivative", "fused"]), ("imf", ["--aux-head-depth", "1"]),
 ])
 def test_smoke_writes_every_output(name, extra, tmp_path):
     _check_outputs(tmp_path, load_recipe(name).main(["--smoke", "--out", str(tmp_path), *extra]))
@@ -291,7 +291,8 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
         with pytest.raises(SystemExit, match="--beta2"):
             load_recipe(name).parse(["--beta2", "1.5"])
     for bad, message in ((["--t-std", "0"], "--t-std must be > 0"), (["--uniform-fraction", "1.5"], r"--uniform-fraction must be in \[0, 1\]"),
-                         (["--v-weight", "-1"], "--v-weight must be >= 0")):
+                         (["--v-weight", "-1"], "--v-weight must be >= 0"),
+                         (["--aux-head-depth", "5"], r"--aux-head-depth must be in \[0, --depth=4\]")):
         with pytest.raises(SystemExit, match=message):
             load_recipe("imf").parse(bad)
 

@@ -3,6 +3,8 @@ patchify layout, and the attention math fallback under torch.func.jvp."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -77,11 +79,14 @@ def test_sinusoidal_features_closed_form():
     assert phi[0, :4].eq(1).all() and phi[0, 4:].eq(0).all()
 
 
-@pytest.mark.parametrize("aux_head", [False, True])
+AUX_HEADS = [{"aux_head": False}, {"aux_head": True}, {"aux_head": True, "aux_head_depth": 1}]
+
+
+@pytest.mark.parametrize("aux", AUX_HEADS)
 @pytest.mark.parametrize("time_inputs", list(TimeInputs))
-def test_mlp_jvp_equals_central_difference(time_inputs, aux_head):
+def test_mlp_jvp_equals_central_difference(time_inputs, aux):
     torch.manual_seed(0)
-    assert_jvp_matches_central_difference(small_mlp(num_classes=NUM_CLASSES, n_scalar_conds=2, time_inputs=time_inputs, aux_head=aux_head))
+    assert_jvp_matches_central_difference(small_mlp(num_classes=NUM_CLASSES, n_scalar_conds=2, time_inputs=time_inputs, **aux))
 
 
 def test_mlp_on_fourier_features_closed_form_and_exact_jvp():
@@ -127,13 +132,13 @@ def test_mlp_with_conditions_in_its_input_layer():
         MLPConfig(dim=2, conds_in_input=True)
 
 
-@pytest.mark.parametrize("aux_head", [False, True])
+@pytest.mark.parametrize("aux", AUX_HEADS)
 @pytest.mark.parametrize("conditioning", list(Conditioning))
-def test_dit_jvp_equals_central_difference_with_auto_attention(conditioning, aux_head):
+def test_dit_jvp_equals_central_difference_with_auto_attention(conditioning, aux):
     """AUTO backend on CPU: stock SDPA has no forward AD (see the next test); the model must switch
     to the math kernel inside torch.func.jvp and give the exact derivative."""
     torch.manual_seed(0)
-    model = small_dit(num_classes=NUM_CLASSES, n_scalar_conds=2, conditioning=conditioning, n_register_tokens=2, aux_head=aux_head)
+    model = small_dit(num_classes=NUM_CLASSES, n_scalar_conds=2, conditioning=conditioning, n_register_tokens=2, **aux)
     with attention_backend(AttentionBackend.AUTO):
         assert_jvp_matches_central_difference(model)
 
@@ -167,6 +172,36 @@ def test_zero_at_init_and_nonzero_after_one_step(name):
     out, aux = model(z, t, s, y, c)
     assert out.abs().min() > 0 and aux.abs().min() > 0
     assert not torch.allclose(out, aux)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_aux_head_runs_its_own_copies_of_the_last_blocks(name):
+    """aux_head_depth = 1 of depth 2 (iMF's MiT: the v-head's own last blocks): the aux output equals the
+    main output of the same network with its last block and output layer swapped for the aux head's,
+    the main output does not see the aux blocks, and aux_head_depth = 0 shares every block."""
+    torch.manual_seed(0)
+    model = perturb(MODELS[name](num_classes=NUM_CLASSES, n_scalar_conds=2, aux_head=True, aux_head_depth=1).double())
+    args = inputs(model)
+    out, aux = model(*args)
+    swapped = copy.deepcopy(model)
+    swapped.blocks[1], swapped.head = swapped.aux_blocks[0], swapped.aux
+    torch.testing.assert_close(swapped(*args)[0], aux, rtol=0, atol=1e-12)
+    assert (out - aux).norm() > 1e-2 * out.norm()
+    perturb(model.aux_blocks, std=0.5, seed=3)
+    out_after, aux_after = model(*args)
+    torch.testing.assert_close(out_after, out, rtol=0, atol=0)
+    assert (aux_after - aux).norm() > 1e-2 * aux.norm()
+    shared = MODELS[name](num_classes=NUM_CLASSES, aux_head=True)
+    assert len(shared.aux_blocks) == 0
+
+
+@pytest.mark.parametrize("config", [MLPConfig, DiTConfig])
+def test_aux_head_depth_is_checked(config):
+    base = {"dim": 64} if config is MLPConfig else {}
+    with pytest.raises(ValueError, match="aux_head_depth must be in"):
+        config(**base, depth=2, aux_head=True, aux_head_depth=3)
+    with pytest.raises(ValueError, match="needs aux_head=True"):
+        config(**base, depth=2, aux_head_depth=1)
 
 
 @pytest.mark.parametrize("name", MODELS)

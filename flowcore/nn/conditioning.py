@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -200,6 +201,23 @@ def check_decoupled_blocks(model: str, decoupled_blocks: int, depth: int, time_i
         raise ValueError(f"{model}: decoupled_blocks must be in [0, depth={depth}], got {decoupled_blocks}")
     if decoupled_blocks and time_inputs is TimeInputs.GAP:
         raise ValueError(f"{model}: decoupled_blocks > 0 needs a time input that contains t (T_GAP or T_S), not GAP: a decoupled block sees one time")
+
+
+def check_aux_head_depth(model: str, aux_head: bool, aux_head_depth: int, depth: int) -> None:
+    """Raise unless 0 <= aux_head_depth <= depth, and aux_head_depth > 0 only with an aux head."""
+    if not 0 <= aux_head_depth <= depth:
+        raise ValueError(f"{model}: aux_head_depth must be in [0, depth={depth}], got {aux_head_depth}")
+    if aux_head_depth and not aux_head:
+        raise ValueError(f"{model}: aux_head_depth = {aux_head_depth} needs aux_head=True (the blocks belong to the second head)")
+
+
+def run_blocks(
+    blocks: Iterable[nn.Module], h: torch.Tensor, first: int, decoupled_blocks: int, cond_early: torch.Tensor | None, cond: torch.Tensor | None
+) -> torch.Tensor:
+    """h <- block_i(h, cond_i) for i = first, first + 1, ...: cond_i = cond_early for i < decoupled_blocks, else cond."""
+    for i, block in enumerate(blocks, start=first):
+        h = block(h, cond_early if i < decoupled_blocks else cond)
+    return h
 
 
 def decoupled_conditions(

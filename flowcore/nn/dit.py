@@ -16,8 +16,8 @@ from torch import nn
 
 from flowcore.attention import attention
 from flowcore.nn.conditioning import (
-    AdaptiveOutput, ConditionEmbeddings, TimeInputs, check_call, check_decoupled_blocks, decoupled_conditions, modulate, sinusoidal_features,
-    zero_init,
+    AdaptiveOutput, ConditionEmbeddings, TimeInputs, check_aux_head_depth, check_call, check_decoupled_blocks, decoupled_conditions, modulate,
+    run_blocks, sinusoidal_features, zero_init,
 )
 
 
@@ -33,9 +33,9 @@ class Conditioning(enum.Enum):
 class DiTConfig:
     """Images (B, channels, image_size, image_size) cut into (image_size/patch)^2 tokens of width
     ``width``; ``depth`` blocks of ``heads``-head attention and a 4x MLP. ``n_register_tokens``
-    learned tokens are prepended (and dropped at the output). ``aux_head`` duplicates only the final
-    layer (norm + modulation + linear) for a second output on the shared trunk (iMF's v-head;
-    iMF duplicates its last 8 blocks, here the cheap end of that choice). ``decoupled_blocks`` = k > 0
+    learned tokens are prepended (and dropped at the output). ``aux_head`` adds a second output (iMF's
+    v-head): its own final layer (norm + modulation + linear) after its own copies of the last
+    ``aux_head_depth`` blocks (iMF's MiT-B/2: 8 of 12; 0 = only the final layer is its own). ``decoupled_blocks`` = k > 0
     (adaLN only): blocks [0, k) are conditioned on t, blocks [k, depth) and the final layer on s
     (Decoupled MeanFlow, see ``conditioning.decoupled_conditions``); 0 = off."""
 
@@ -51,6 +51,7 @@ class DiTConfig:
     conditioning: Conditioning = Conditioning.ADALN_ZERO
     n_register_tokens: int = 0
     aux_head: bool = False
+    aux_head_depth: int = 0
     decoupled_blocks: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +72,7 @@ class DiTConfig:
         if not isinstance(self.conditioning, Conditioning):
             raise TypeError(f"DiTConfig: conditioning must be a Conditioning, got {self.conditioning!r}")
         check_decoupled_blocks("DiTConfig", self.decoupled_blocks, self.depth, self.time_inputs)
+        check_aux_head_depth("DiTConfig", self.aux_head, self.aux_head_depth, self.depth)
         if self.decoupled_blocks and self.conditioning is not Conditioning.ADALN_ZERO:
             raise ValueError("DiTConfig: decoupled_blocks > 0 needs adaLN-zero conditioning (in-context tokens are not per-block conditions)")
 
@@ -198,6 +200,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(width, config.heads, adaptive) for _ in range(config.depth))
         self.head = output_layer(config)
         self.aux = output_layer(config) if config.aux_head else None
+        self.aux_blocks = nn.ModuleList(DiTBlock(width, config.heads, adaptive) for _ in range(config.aux_head_depth))
 
     def forward(
         self, z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None = None, c: torch.Tensor | None = None
@@ -219,13 +222,18 @@ class DiT(nn.Module):
         else:
             cond = cond_early = nn.functional.silu(conditions.sum(dim=1))
         x = torch.cat([*prefix, x], dim=1) if prefix else x
-        for i, block in enumerate(self.blocks):
-            x = block(x, cond_early if i < k else cond)
-        x = x[:, x.shape[1] - cfg.grid * cfg.grid :]
-        out = self.image(self.head(x, cond))
+        shared = cfg.depth - cfg.aux_head_depth
+        x_aux = run_blocks(self.blocks[:shared], x, 0, k, cond_early, cond)
+        x = run_blocks(self.blocks[shared:], x_aux, shared, k, cond_early, cond)
+        out = self.image(self.head(self.image_tokens(x), cond))
         if self.aux is None:
             return out
-        return out, self.image(self.aux(x, cond))
+        x_aux = run_blocks(self.aux_blocks, x_aux, shared, k, cond_early, cond)
+        return out, self.image(self.aux(self.image_tokens(x_aux), cond))
+
+    def image_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The last grid^2 tokens: the image's, without the condition and register tokens before them."""
+        return x[:, x.shape[1] - self.config.grid ** 2 :]
 
     def image(self, tokens: torch.Tensor) -> torch.Tensor:
         cfg = self.config

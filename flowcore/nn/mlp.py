@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from flowcore.nn.conditioning import (
-    AdaptiveOutput, ConditionEmbeddings, TimeInputs, check_call, check_decoupled_blocks, decoupled_conditions, modulate, zero_init,
+    AdaptiveOutput, ConditionEmbeddings, TimeInputs, check_aux_head_depth, check_call, check_decoupled_blocks, decoupled_conditions, modulate,
+    run_blocks, zero_init,
 )
 
 
@@ -20,7 +21,9 @@ class MLPConfig:
     modulates every block (kept below ``width``: the per-sample modulation matmul cond_width x
     3 width would otherwise cost more than the block itself); num_classes > 0 makes the model
     class-conditional (plus a null class); n_scalar_conds: columns of c; aux_head: also return a
-    second output from the shared trunk (iMF's v-head); decoupled_blocks: k > 0 conditions blocks
+    second output (iMF's v-head); aux_head_depth: the last aux_head_depth blocks are duplicated for it, so the
+    two heads share only the first depth - aux_head_depth blocks (iMF's MiT-B/2: 8 of 12), 0 = they share
+    every block and differ in their output layers alone; decoupled_blocks: k > 0 conditions blocks
     [0, k) on t and blocks [k, depth) plus the output layer on s (Decoupled MeanFlow, see
     ``conditioning.decoupled_conditions``), 0 = off; fourier_features n > 0 feeds the input layer
     [z, sin(2 pi z B), cos(2 pi z B)] with a fixed B (dim, n) ~ N(0, fourier_scale^2) (``FourierInput``);
@@ -36,6 +39,7 @@ class MLPConfig:
     n_scalar_conds: int = 0
     time_inputs: TimeInputs = TimeInputs.T_GAP
     aux_head: bool = False
+    aux_head_depth: int = 0
     decoupled_blocks: int = 0
     fourier_features: int = 0
     fourier_scale: float = 1.0
@@ -53,6 +57,7 @@ class MLPConfig:
         if not isinstance(self.time_inputs, TimeInputs):
             raise TypeError(f"MLPConfig: time_inputs must be a TimeInputs, got {self.time_inputs!r}")
         check_decoupled_blocks("MLPConfig", self.decoupled_blocks, self.depth, self.time_inputs)
+        check_aux_head_depth("MLPConfig", self.aux_head, self.aux_head_depth, self.depth)
         if self.conds_in_input and self.n_scalar_conds == 0:
             raise ValueError("MLPConfig: conds_in_input needs scalar conditions (n_scalar_conds > 0)")
 
@@ -98,7 +103,8 @@ class MLP(nn.Module):
 
     cond = SiLU(sum of the embeddings of the time inputs, class label and scalar conditions);
     h = W_in z; h <- block(h, cond) x depth; out = AdaptiveOutput(h, cond) (zero at init).
-    With ``aux_head`` the call returns (out, aux_out), two zero-init output layers on one trunk.
+    With ``aux_head`` the call returns (out, aux_out), two zero-init output layers; the aux output runs
+    its own copies of the last ``aux_head_depth`` blocks after the shared ones.
     """
 
     def __init__(self, config: MLPConfig):
@@ -113,6 +119,7 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width, cond_width) for _ in range(config.depth))
         self.head = AdaptiveOutput(width, cond_width, config.dim)
         self.aux = AdaptiveOutput(width, cond_width, config.dim) if config.aux_head else None
+        self.aux_blocks = nn.ModuleList(ResidualBlock(width, cond_width) for _ in range(config.aux_head_depth))
 
     def forward(
         self, z: torch.Tensor, t: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None = None, c: torch.Tensor | None = None
@@ -131,9 +138,11 @@ class MLP(nn.Module):
         if cfg.conds_in_input:
             inputs = torch.cat([inputs, c.to(inputs.dtype)], dim=1)
         h = self.input(inputs)
-        for i, block in enumerate(self.blocks):
-            h = block(h, cond_early if i < k else cond)
+        shared = cfg.depth - cfg.aux_head_depth
+        h_aux = run_blocks(self.blocks[:shared], h, 0, k, cond_early, cond)
+        h = run_blocks(self.blocks[shared:], h_aux, shared, k, cond_early, cond)
         out = self.head(h, cond).reshape(z.shape)
         if self.aux is None:
             return out
-        return out, self.aux(h, cond).reshape(z.shape)
+        h_aux = run_blocks(self.aux_blocks, h_aux, shared, k, cond_early, cond)
+        return out, self.aux(h_aux, cond).reshape(z.shape)
