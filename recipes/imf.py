@@ -126,6 +126,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = experiment.finalize_args(p.parse_args(argv))
     if not args.t_std > 0:
         raise SystemExit(f"--t-std must be > 0, got {args.t_std}")
+    if args.smoke:  # --smoke caps --depth at 2
+        args.aux_head_depth = min(args.aux_head_depth, args.depth)
     if not 0 <= args.aux_head_depth <= args.depth:
         raise SystemExit(f"--aux-head-depth must be in [0, --depth={args.depth}], got {args.aux_head_depth}")
     if args.v_weight < 0:

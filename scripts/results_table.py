@@ -601,6 +601,10 @@ def study_tables(studies: dict[str, dict]) -> list[str]:
         parts += ["", f"### Digits FD over {st['draws']} noise draws (`scripts/fd_draws.py`: each run's EMA weights sampled from {st['draws']} "
                   "independent draws of noise for the same labels, scored against the same half of the digits; draw 0 is the run's own evaluation)", "",
                   "| run | generator | FD per draw | mean | sd |", "|---|---|---|---|---|"]
+        if fm_heun := st["runs"].get("fm", {}).get("generators", {}).get("heun50"):
+            worst = worst_draw_counts(st["runs"], fm_heun["fd"])
+            parts[-2:-2] = [f"Each run's 1-NFE FD over the FM teacher's Heun-50 FD on the same draw is highest on draw {k} for {n} of "
+                            f"{sum(worst.values())} runs" for k, n in sorted(worst.items())] + [""]
         for name, r in st["runs"].items():
             for gen, g in r["generators"].items():
                 parts.append(f"| {name} | {gen} | {' / '.join(_fmt(x) for x in g['fd'])} | {_fmt(g['mean'])} | {_fmt(g['sd'])} |")
@@ -612,6 +616,17 @@ def study_tables(studies: dict[str, dict]) -> list[str]:
         for run, rows in st["runs"].items():
             parts += [f"| {Path(run).name} | {k[:-3]} | " + " | ".join(_fmt(e) for e in errors) + " |" for k, errors in rows.items()]
     return parts
+
+
+def worst_draw_counts(runs: dict, teacher_fd: list[float]) -> dict[int, int]:
+    """For each draw k, how many runs' 1-NFE FD / the teacher's FD on the same draw is largest on draw k."""
+    counts: dict[int, int] = {}
+    for name, r in runs.items():
+        if name != "fm" and (one := r["generators"].get("1nfe")):
+            ratios = [fd / t for fd, t in zip(one["fd"], teacher_fd)]
+            k = ratios.index(max(ratios))
+            counts[k] = counts.get(k, 0) + 1
+    return counts
 
 
 def section() -> str:

@@ -292,9 +292,11 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
             load_recipe(name).parse(["--beta2", "1.5"])
     for bad, message in ((["--t-std", "0"], "--t-std must be > 0"), (["--uniform-fraction", "1.5"], r"--uniform-fraction must be in \[0, 1\]"),
                          (["--v-weight", "-1"], "--v-weight must be >= 0"),
-                         (["--aux-head-depth", "5"], r"--aux-head-depth must be in \[0, --depth=4\]")):
+                         (["--aux-head-depth", "5"], r"--aux-head-depth must be in \[0, --depth=4\]"),
+                         (["--aux-head-depth", "-1"], r"--aux-head-depth must be in \[0, --depth=4\], got -1")):
         with pytest.raises(SystemExit, match=message):
             load_recipe("imf").parse(bad)
+    assert load_recipe("imf").parse(["--smoke", "--aux-head-depth", "4"]).aux_head_depth == 2  # --smoke caps --depth at 2
 
 
 def test_imf_time_sampler_flags_draw_pmf_times():

@@ -174,25 +174,28 @@ def test_zero_at_init_and_nonzero_after_one_step(name):
     assert not torch.allclose(out, aux)
 
 
+@pytest.mark.parametrize("aux_head_depth", [0, 1, 2])
 @pytest.mark.parametrize("name", MODELS)
-def test_aux_head_runs_its_own_copies_of_the_last_blocks(name):
-    """aux_head_depth = 1 of depth 2 (iMF's MiT: the v-head's own last blocks): the aux output equals the
-    main output of the same network with its last block and output layer swapped for the aux head's,
-    the main output does not see the aux blocks, and aux_head_depth = 0 shares every block."""
+def test_aux_head_runs_its_own_copies_of_the_last_blocks(name, aux_head_depth):
+    """The aux output (iMF's v-head, with its own copies of the last k of 2 blocks) equals the main output of the same
+    network with its last k blocks and its output layer swapped for the aux head's (k = 0: the output layer alone), and
+    the main output does not see the aux blocks."""
     torch.manual_seed(0)
-    model = perturb(MODELS[name](num_classes=NUM_CLASSES, n_scalar_conds=2, aux_head=True, aux_head_depth=1).double())
+    model = perturb(MODELS[name](num_classes=NUM_CLASSES, n_scalar_conds=2, aux_head=True, aux_head_depth=aux_head_depth).double())
     args = inputs(model)
     out, aux = model(*args)
+    assert len(model.aux_blocks) == aux_head_depth
     swapped = copy.deepcopy(model)
-    swapped.blocks[1], swapped.head = swapped.aux_blocks[0], swapped.aux
+    swapped.head = swapped.aux
+    for j, block in enumerate(swapped.aux_blocks):
+        swapped.blocks[2 - aux_head_depth + j] = block
     torch.testing.assert_close(swapped(*args)[0], aux, rtol=0, atol=1e-12)
     assert (out - aux).norm() > 1e-2 * out.norm()
-    perturb(model.aux_blocks, std=0.5, seed=3)
-    out_after, aux_after = model(*args)
-    torch.testing.assert_close(out_after, out, rtol=0, atol=0)
-    assert (aux_after - aux).norm() > 1e-2 * aux.norm()
-    shared = MODELS[name](num_classes=NUM_CLASSES, aux_head=True)
-    assert len(shared.aux_blocks) == 0
+    if aux_head_depth:
+        perturb(model.aux_blocks, std=0.5, seed=3)
+        out_after, aux_after = model(*args)
+        torch.testing.assert_close(out_after, out, rtol=0, atol=0)
+        assert (aux_after - aux).norm() > 1e-2 * aux.norm()
 
 
 @pytest.mark.parametrize("config", [MLPConfig, DiTConfig])

@@ -68,3 +68,14 @@ def test_a_carried_section_after_the_last_regenerated_one_is_set_off_by_a_blank_
     merged, carried = table.carry_forward(NEW, old)
     assert "| y | 2nfe | FD | 2 |\n\n### Timings\n\n| n | ms |" in merged
     assert ("section", "Timings") in carried
+
+
+def test_worst_draw_counts_finds_each_runs_largest_ratio_to_the_teacher() -> None:
+    """Ratios to the teacher's FD on the same draw, not raw FDs: run a is worst on draw 1 although its largest FD is on draw 0."""
+    table = load_script("results_table")
+    runs = {"fm": {"generators": {"heun50": {"fd": [1.0, 1.0, 1.0]}}},
+            "a": {"generators": {"1nfe": {"fd": [3.0, 1.5, 1.0]}}},
+            "b": {"generators": {"1nfe": {"fd": [2.0, 1.0, 1.0]}}},
+            "c": {"generators": {"2nfe": {"fd": [9.0, 1.0, 1.0]}}}}
+    assert table.worst_draw_counts(runs, [2.0, 0.5, 1.0]) == {1: 2}
+    assert table.worst_draw_counts(runs, [1.0, 1.0, 1.0]) == {0: 2}
