@@ -41,8 +41,9 @@ do not change a step's cost), so the teacher's forward costs what it would in a 
 TINY_EVALUATION = {"metaflow": ["--posterior-points", "1", "--posterior-samples", "64"]}
 """Evaluation flags beyond --eval-samples that keep a timed run's evaluation tiny (it is outside train_seconds, but slow)."""
 MODELS = {"mlp": ["--model", "mlp", "--width", "512", "--depth", "4"], "dit": ["--model", "dit", "--width", "128", "--depth", "4"]}
-SAME_MODEL = {("jit", "dit"): ["--patch", "2"]}
-"""Flags that make a recipe's own network the FM step's: jit.py's DiT defaults to 4x4 patches, FM's to 2x2."""
+SAME_MODEL = {("jit", "dit"): ["--patch", "2"], ("imf", "mlp"): ["--aux-head-depth", "0"], ("imf", "dit"): ["--aux-head-depth", "0"]}
+"""Flags that make a recipe's own network the FM step's: jit.py's DiT defaults to 4x4 patches, FM's to 2x2; imf's v-head
+defaults to blocks of its own (4 more blocks), timed against its shared trunk in bench/default_wall_time.py's variant table."""
 
 
 def train_seconds(recipe: str, flags: list[str], steps: int) -> float:

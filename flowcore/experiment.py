@@ -145,7 +145,7 @@ def add_common_args(parser: argparse.ArgumentParser, *, data: str, steps: int, b
 
 def add_meanflow_loss_args(parser: argparse.ArgumentParser) -> None:
     """The MeanFlow family's loss flags (Geng et al. 2025, arXiv 2505.13447): adaptive weight
-    w = 1 / (sg(L) + c)^p and training-time CFG (omega, kappa, label dropout), shared by meanflow.py,
+    w = 1 / (sg(L) + c)^p and training-time CFG (omega, kappa, label dropout and its rows), shared by meanflow.py,
     alphaflow.py and uaimf.py so their comparison runs use the same values."""
     g = parser.add_argument_group("meanflow loss")
     g.add_argument("--p", type=float, default=1.0, help="adaptive-weight power (default: %(default)s)")
@@ -153,6 +153,9 @@ def add_meanflow_loss_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--omega", type=float, default=1.5, help="training-time CFG omega, digits (default: %(default)s)")
     g.add_argument("--kappa", type=float, default=0.5, help="training-time CFG kappa, digits (default: %(default)s)")
     g.add_argument("--label-drop", type=float, default=0.1, help="label dropout, digits (default: %(default)s)")
+    g.add_argument("--drop-on-equal", action=argparse.BooleanOptionalAction, default=False,
+                   help="drop labels on s = t rows only, as the official MeanFlow code (its dropped rows are its first rows, "
+                        "which are its s = t rows) (default: %(default)s)")
 
 
 def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -180,7 +183,19 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
             raise SystemExit(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     if hasattr(args, "t_floor") and not 0 < args.t_floor <= 1:
         raise SystemExit(f"--t-floor must be in (0, 1], got {args.t_floor}")
+    if hasattr(args, "aux_head_depth"):
+        if args.smoke:  # --smoke caps --depth at 2
+            args.aux_head_depth = min(args.aux_head_depth, args.depth)
+        if not 0 <= args.aux_head_depth <= args.depth:
+            raise SystemExit(f"--aux-head-depth must be in [0, --depth={args.depth}], got {args.aux_head_depth}")
     return args
+
+
+def add_aux_head_depth_arg(parser: argparse.ArgumentParser) -> None:
+    """--aux-head-depth, for recipes with a v-head (iMF, pMF); ``finalize_args`` checks it against --depth."""
+    parser.add_argument("--aux-head-depth", type=int, default=0,
+                        help="last blocks the v-head runs as its own copies, after the blocks it shares with the u-head; "
+                             "iMF's MiT-B/2: 8 of 12 (default: %(default)s)")
 
 
 FRACTION_FLAGS = ("equal_fraction", "uniform_fraction", "fm_fraction", "dtd_fraction")

@@ -1,6 +1,6 @@
 """Classifier-free guidance (Ho & Salimans 2022) in training targets and in sampling.
 
-- ``drop_labels``: replace a fraction p of labels by the null class (CFG training).
+- ``drop_labels``: replace a fraction p of labels by the null class (CFG training), optionally on given rows only.
 - ``cfg_combine``: v_w = v_u + w (v_c - v_u), the guided field at sampling time.
 - ``meanflow_guided_velocity``: MeanFlow's training-time guided target (Geng et al. 2025, eq. 13-15)
   v_g = omega v + kappa u(z, t, t | y) + (1 - omega - kappa) u(z, t, t | null); with kappa = 0 this is
@@ -23,13 +23,28 @@ from torch import Tensor
 from flowcore.interpolants import expand_time
 
 
-def drop_labels(y: Tensor, p: float, null_class: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Return (labels with a fraction p set to ``null_class``, boolean mask of the dropped rows)."""
+def drop_labels(y: Tensor, p: float, null_class: int, generator: torch.Generator | None = None,
+                among: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Return (labels with a fraction p set to ``null_class``, boolean mask of the dropped rows).
+
+    ``among``: a boolean (B,) mask of the rows that may be dropped. The official MeanFlow and iMF code drop the
+    first N ~ Binomial(B, p) rows of a batch whose first rows are its r = t rows, so in practice only r = t rows
+    lose their label; with ``among`` a count N ~ Binomial(B, p), capped at the number of eligible rows, is
+    dropped from those rows, chosen uniformly. Without it every row is dropped independently with probability p.
+    """
     if y.dtype != torch.int64 or y.dim() != 1:
         raise ValueError(f"class labels must be an int64 tensor of shape (B,), got {y.dtype} {tuple(y.shape)}")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"label drop probability must be in [0, 1], got {p}")
-    dropped = torch.rand(y.shape[0], generator=generator) < p
+    coin = torch.rand(y.shape[0], generator=generator) < p
+    if among is None:
+        dropped = coin
+    else:
+        if among.dtype != torch.bool or among.shape != y.shape:
+            raise ValueError(f"among must be a boolean mask of shape {tuple(y.shape)}, got {among.dtype} {tuple(among.shape)}")
+        eligible = among.nonzero().squeeze(1)
+        chosen = eligible[torch.randperm(eligible.numel(), generator=generator)[:int(coin.sum())]]
+        dropped = torch.zeros_like(among).index_fill_(0, chosen, True)
     return torch.where(dropped, torch.full_like(y, null_class), y), dropped
 
 

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         t, s = sample_pairs(x.shape[0], t_dist, equal_fraction=args.fm_fraction)
         z, v = sample_path(path, x, torch.randn_like(x), t)
         if y is not None:
-            y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
+            y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class, among=(t == s) if args.drop_on_equal else None)
             v = guidance.meanflow_training_velocity(u_net, z, t, v, y, dropped, source.null_class, args.omega, args.kappa)
         if alpha > 0:
             z_mid, t_mid = targets.alphaflow_intermediate(z, v, t, s, alpha)

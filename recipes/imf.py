@@ -1,6 +1,6 @@
 """improved MeanFlow (Geng et al. 2025, arXiv 2512.02012, iMF): MeanFlow recast as a velocity loss,
-with guidance as a model input. One trunk, two heads: u (average velocity) and v (instantaneous,
-used only in training). Following the official code:
+with guidance as a model input. Two heads: u (average velocity) and v (instantaneous, used only in
+training), the v-head with its own copies of the blocks (--aux-head-depth). Following the official code:
 
     omega ~ log-uniform[1, omega_max], [t_min, t_max] ~ U[0, 0.5] x U[0.5, 1] ([0, 1] on the s = t rows)
     w = omega inside [t_min, t_max], else 1;  c = (1 - 1/omega, t_min, t_max) is a network input
@@ -14,10 +14,17 @@ omega_max defaults to 4 on digits (the official 1 + 7 is an ImageNet value); lab
 their omega input, as in the official code. Two defaults differ from the paper, as in recipes/pmf.py
 and measured on digits (README, imf rows): p = 0, the plain squared error, instead of the adaptive
 weight's p = 1 (1-NFE FD 1.59; 3.01 with p = 1, though that run also had --lr-decay 0.3; both 7000 steps;
-2.23 with p = 0.5 and --lr-decay 0.3 at 5000 steps), and
-sampling at omega = 1. --p 1 --omega 1.5 restores the paper's choices. The default trains 5000 steps, cut from 7000
-to fit the 10-minute budget (bench/default_wall_time.py: 107.5 ms per step on 2 threads); the imf_* comparison
-runs ran 7000 steps, beside imf_7k.
+2.23 with p = 0.5 and --lr-decay 0.3 at 5000 steps), and sampling at omega = 1. --p 1 --omega 1.5 restores the
+paper's choices. As in iMF, the v-head runs its own copies of the blocks (all 4 here, --aux-head-depth 4; iMF's MiT-B/2:
+8 of 12) and sampling gives the network an interval inside the training range ([0.4, 0.65], iMF's released config),
+both measured below. With them the MLP's width is 384 rather than 512, for the 10-minute budget: 5000 steps (cut from
+7000) at 104.5 ms per step on 2 threads, 8.8 min projected, where width 512 takes 139 ms and 11.7 min and v0 (below)
+80 ms (bench/default_wall_time.py, README table "Flag variants' wall clock", one invocation); the default run itself
+trained in 536 s on 2 threads.
+
+Before that the default was v0 = --aux-head-depth 0 --width 512 --t-min 0 --t-max 1 (one trunk, each head only its own
+output layer, sampled with the interval [0, 1]); every comparison below up to the sampling interval was run against v0,
+with v0's flags (scripts/reproduce.sh). The imf_* runs at 7000 steps sit beside imf_7k.
 
 Sampling: z_s = z_t + (s - t) u(z_t, t, s, y, c) at 1, 2, 4 NFE with c = (1 - 1/--omega, --t-min, --t-max):
 guidance costs no extra evaluation. iMF conditions its DiT by in-context tokens: --model dit uses
@@ -26,7 +33,7 @@ them (one token per time input, class and scalar condition). The default is the 
 recipes/pmf.py is the same objective with x-prediction heads: --prediction x reads u = (z - x_u)/clip(t, --t-floor)
 and regresses onto (z - x)/clip(t) as pMF (--no-clipped-target: onto eps - x, as the runs marked * below). pmf.py,
 with its own time sampler and learning-rate decay, measured x better than v (1.18 vs 1.40 with the JVP). Comparisons
-at 5000 steps against the default's 1.60 (1.68 on seed 1), none meeting the bar (<= 1.16):
+at 5000 steps, v0's flags and then these, against v0's 1.60 (1.68 on seed 1), none meeting the bar (<= 1.16):
     --prediction x (*)                                                             2.88
     no training-time guidance (--omega-max 1, so v_g = v_t)                        1.89
     Adam's beta2 at 0.999 (--beta2)                                                3.19
@@ -38,10 +45,10 @@ at 5000 steps against the default's 1.60 (1.68 on seed 1), none meeting the bar 
     the last two with the clipped target on seed 1, with / without the interval    2.49 / 1.52
 So x heads need pMF's time sampler here (2.88 -> 1.88), and with iMF's sampled guidance interval they stay at 1.87
 whichever target. Without the interval, and with pMF's clipped target, imf reaches pmf.py's 1.18 (1.20; on seed 1
-1.52 against 2.49 with the interval): the interval is what separates imf's x heads from pmf.py. The default keeps it,
-since the sampled interval is part of iMF.
+1.52 against 2.49 with the interval): the interval is what separates imf's x heads from pmf.py. imf keeps it, since
+the sampled interval is part of iMF.
 
-What separates imf from MeanFlow, at 5000 steps:
+What separates imf (v0) from MeanFlow, at 5000 steps:
     du/dt along MeanFlow's v_g instead of the v-head's v_c (--tangent target)       1.65
     the v-head's loss weighted 0.1 (--v-weight 0.1), seeds 0 / 1                   1.87 / 2.14
     no training-time guidance and Adam's beta2 at 0.999, tangent v_c / v_g         2.73 / 3.01
@@ -52,17 +59,34 @@ tangent and beta2 0.999: 3.01; with no sampled interval (--no-interval) 2.39; wi
 iMF's tangent does not. With guidance the v-head also builds the guided target, and weighting its loss down hurts (above).
 
 The v-head's own blocks (--aux-head-depth k: the v-head runs its own copies of the last k of the --depth blocks after the
-ones it shares with the u-head; iMF's MiT-B/2 gives it 8 of 12, the default here shares all 4 and only the output layer is
-its own). 1-NFE FD, single draw / mean of 5 draws:
+ones it shares with the u-head). 1-NFE FD sampled with v0's interval [0, 1], single draw / mean of 5 draws:
     the walk's run above (no guidance, no interval, v_g, beta2 0.999): shared 2.39 / 2.55, v-head's loss off 1.39 / 1.52,
     all 4 blocks the v-head's own 1.35 / 1.42
-    the default's settings, k = 0 / 2 / 3 / 4                      1.60 / 1.66, 1.58 / 1.66, 1.88 / 1.97, 1.48 / 1.60
+    v0's settings, k = 0 / 2 / 3 / 4                                1.60 / 1.66, 1.58 / 1.66, 1.88 / 1.97, 1.48 / 1.60
     seed 1, k = 0 / 4                                               1.68 / 1.53, 1.53 / 1.43
-    k = 4 at width 384 (--width 384, fewer operations per block)   1.54 / 1.68
+    k = 4 at width 384                                              1.54 / 1.68
 Without guidance, then, what the v-head's loss cost imf was the trunk it shared with the u-head; with guidance, a v-head of
-its own gains about 0.1 on seeds 0 and 1 (the teacher's mean: 0.99). k = 4 is not the default: it adds 4 blocks to the
-v-head's path in every forward, JVP and backward pass, the default already projects to 9.1 of its 10 minutes
-(bench/default_wall_time.py), and at width 384 the gain is gone.
+its own gains about 0.1 on seeds 0 and 1 (the teacher's mean: 0.99).
+
+The sampling interval. At omega = 1 the interval does not change the target, but it is a network input, and in training the
+s < t rows draw it from U[0, 0.5] x U[0.5, 1] while [0, 1] comes only with the s = t rows: a jump sampled with [0, 1], as v0
+did, shows the network an input it met only at s = t. iMF's code samples inside the training range. The same weights re-scored
+at [0.4, 0.65] (scripts/fd_draws.py --set t_min=0.4 --set t_max=0.65), means of 5 draws, [0, 1] -> [0.4, 0.65]:
+    k = 4, seeds 0 / 1                    1.60 -> 1.39, 1.43 -> 1.35      k = 4 at width 384   1.68 -> 1.47
+    k = 2 / 3                             1.66 -> 1.49, 1.97 -> 1.86      k = 0, seeds 0 / 1   1.66 -> 1.60, 1.53 -> 1.75
+    the walk's run with k = 4, trained without the interval ([0, 1] on every row, so in range): 1.42 -> 2.02
+So the interval helps every run with the v-head's own blocks, and the shared trunk on one seed of two. k = 4 at width 512
+for 3600 steps (what fits 10 minutes) fell to 1.59 / 1.66. The default, k = 4 at width 384 sampled at
+[0.4, 0.65], on seeds 0 / 1 / 2: 1.38 / 1.47, 1.35 / 1.33, 1.44 / 1.57 (single draw / mean of 5; v0 on seeds 0 / 1:
+1.60 / 1.66, 1.68 / 1.53). Over the FM teacher's Heun-50 FD that is 1.48x / 1.34x / 1.58x as means of 5 draws (bar 1.5x),
+and 1.77x / 1.73x / 1.84x on the recipes' single draw, where the teacher sits at 0.78, by the data's own floor (0.77).
+
+Label dropout: the official code drops the labels of the first N ~ Binomial(B, 0.1) rows of a batch, and its first rows are
+its s = t rows, so no s < t row is ever unconditional (MeanFlow's official code does the same). Here each row is dropped with
+probability 0.1, so a tenth of the s < t rows regress an unconditional average velocity. --drop-on-equal drops as the official
+code does; with v0's flags it made imf worse on both seeds, 1-NFE FD 1.60 / 1.68 -> 2.30 / 2.17 on seeds 0 / 1 (means of 5
+draws 1.66 / 1.53 -> 2.38 / 2.14); recipes/uaimf.py gains from it on one seed of three. The training guidance range with v0's
+flags, --omega-max 2 / 4 (the default) / 8 (the official 1 + 7): 1.95 / 1.60 / 2.07 (means of 5 draws 2.11 / 1.66 / 2.14).
 
     python recipes/imf.py                                    # digits, MLP
     python recipes/imf.py --model dit --derivative fused     # in-context DiT, fused JVP attention
@@ -80,6 +104,10 @@ from flowcore.derivatives import Derivative, DirectionalDerivative
 from flowcore.interpolants import LinearPath, sample_path
 from flowcore.nn import Conditioning, TimeInputs
 from flowcore.times import logit_normal_with_uniform, sample_pairs, uniform_grid
+
+
+MLP_WIDTH = 384
+"""The MLP's default width: with the v-head's own 4 blocks, 512 (the other digits recipes') takes 14.2 min (module docstring)."""
 
 
 class Tangent(enum.Enum):
@@ -110,26 +138,27 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the s = t rows take one draw's t (pMF) instead of the larger of two (iMF) (default: %(default)s)")
     p.add_argument("--omega-max", type=float, default=4.0, help="largest training guidance scale (default: %(default)s)")
     p.add_argument("--omega", type=float, default=1.0, help="guidance scale for sampling; 1 = unguided (1-NFE FD 1.59 vs 2.16 at 1.5, README imf rows) (default: %(default)s)")
-    p.add_argument("--t-min", type=float, default=0.0, help="guidance interval start for sampling (default: %(default)s)")
-    p.add_argument("--t-max", type=float, default=1.0, help="guidance interval end for sampling (default: %(default)s)")
+    p.add_argument("--t-min", type=float, default=0.4, help="guidance interval start for sampling; iMF's code samples at [0.4, 0.65] (default: %(default)s)")
+    p.add_argument("--t-max", type=float, default=0.65, help="guidance interval end for sampling (default: %(default)s)")
     p.add_argument("--interval", action=argparse.BooleanOptionalAction, default=True,
                    help="sample a guidance interval per s < t row (iMF); --no-interval: guidance over [0, 1] on every row (default: %(default)s)")
-    p.add_argument("--aux-head-depth", type=int, default=0,
-                   help="last blocks the v-head runs as its own copies, after the blocks it shares with the u-head; iMF's MiT-B/2: 8 of 12 (default: %(default)s)")
+    experiment.add_aux_head_depth_arg(p)
+    p.set_defaults(aux_head_depth=4)  # the v-head's own copies of all 4 blocks: see the module docstring
     p.add_argument("--v-weight", type=float, default=1.0, help="weight of the v-head's loss, L = L_u + lambda L_v; iMF: 1 (default: %(default)s)")
     p.add_argument("--tangent", type=Tangent, choices=list(Tangent), default=Tangent.HEAD,
                    help="z-part of the JVP tangent: head, iMF's guided v-head v_c; target, MeanFlow's v_g (default: %(default)s)")
     p.add_argument("--label-drop", type=float, default=0.1, help="label dropout (default: %(default)s)")
+    p.add_argument("--drop-on-equal", action=argparse.BooleanOptionalAction, default=False,
+                   help="drop labels on s = t rows only, as the official code does (its dropped rows are its first, s = t, rows) (default: %(default)s)")
     p.add_argument("--p", type=float, default=0.0, help="adaptive-weight power, w = 1/(sg(L) + c)^p; 0 = plain squared error, iMF uses 1 (default: %(default)s)")
     p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, sum over dims (default: %(default)s)")
     p.add_argument("--beta2", type=float, default=0.95, help="Adam's beta2; iMF's 0.95 (default: %(default)s)")
-    args = experiment.finalize_args(p.parse_args(argv))
+    args = p.parse_args(argv)
+    if args.width is None and args.model is experiment.ModelKind.MLP:
+        args.width = MLP_WIDTH
+    args = experiment.finalize_args(args)
     if not args.t_std > 0:
         raise SystemExit(f"--t-std must be > 0, got {args.t_std}")
-    if args.smoke:  # --smoke caps --depth at 2
-        args.aux_head_depth = min(args.aux_head_depth, args.depth)
-    if not 0 <= args.aux_head_depth <= args.depth:
-        raise SystemExit(f"--aux-head-depth must be in [0, --depth={args.depth}], got {args.aux_head_depth}")
     if args.v_weight < 0:
         raise SystemExit(f"--v-weight must be >= 0, got {args.v_weight}")
     if not 0.0 <= args.beta2 < 1.0:
@@ -201,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
                             conditions(torch.cat([w, ones]), torch.zeros(2 * n), torch.ones(2 * n)))
         v_c, v_u = v_both.chunk(2)
         v_g = guidance.imf_guided_velocity(v_t, v_c, v_u, w)
-        y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class)
+        y, dropped = guidance.drop_labels(y, args.label_drop, source.null_class, among=(t == s) if args.drop_on_equal else None)
         v_g = torch.where(dropped.reshape(-1, 1, 1, 1), v_t, v_g).detach()
         c = conditions(omega, t_min, t_max)
         (u, v), (du_dt, _) = derivative(lambda z_, t_: velocities(z_, t_, s, y, c), (z, t), (jvp_tangent(args.tangent, v_c, v_g), torch.ones_like(t)))

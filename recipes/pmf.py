@@ -62,12 +62,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-drop", type=float, default=0.1, help="label dropout (default: %(default)s)")
     p.add_argument("--p", type=float, default=0.0, help="adaptive-weight power, w = 1/(sg(L) + c)^p; 0 = plain squared error, iMF uses 1 (default: %(default)s)")
     p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, on a sum over pixels (default: %(default)s)")
+    experiment.add_aux_head_depth_arg(p)
     return experiment.finalize_args(p.parse_args(argv))
 
 
 def model_options(args: argparse.Namespace) -> dict:
-    """The network beyond the common flags: the guidance-scale input and the v-head."""
-    return {"n_scalar_conds": 1, "aux_head": True}
+    """The network beyond the common flags: the guidance-scale input and the v-head (with --aux-head-depth blocks of its own)."""
+    return {"n_scalar_conds": 1, "aux_head": True, "aux_head_depth": args.aux_head_depth}
 
 
 def generators(student: torch.nn.Module, args: argparse.Namespace, source: experiment.Source) -> dict[str, experiment.Generator]:

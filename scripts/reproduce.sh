@@ -3,6 +3,7 @@
 # Several hours on 2 CPU cores (each run <= ~10 min). The peer benchmark needs: pip install --no-deps torchcfm flow_matching pot
 set -euo pipefail
 cd "$(dirname "$0")/.."
+IMF_V0="--aux-head-depth 0 --width 512 --t-min 0 --t-max 1"  # imf's defaults before its v-head got blocks of its own (recipes/imf.py)
 python recipes/fm.py --out runs/fm
 python recipes/fm.py --data checkerboard --out runs/fm_checkerboard
 python recipes/meanflow.py --out runs/meanflow   # the default (x-prediction on 2D), run at one thread beside another job
@@ -39,7 +40,7 @@ python recipes/alphaflow.py --omega 1 --kappa 0 --ema 0.9995 --alpha-end 1 --p 1
 python recipes/pmf.py --out runs/pmf
 # the defaults before their step counts were cut to fit 10 minutes (bench/default_wall_time.py), and the comparison runs made at those counts
 python recipes/pmf.py --derivative jvp --steps 7000 --out runs/pmf_7k
-python recipes/imf.py --steps 7000 --out runs/imf_7k
+python recipes/imf.py $IMF_V0 --steps 7000 --out runs/imf_7k
 python recipes/tvm.py --steps 5000 --out runs/tvm_5k
 python recipes/dmf.py --steps 4000 --loss cauchy --grad-clip 0 --out runs/dmf_4k
 python recipes/scm.py --steps 6000 --out runs/scm_6k
@@ -75,35 +76,44 @@ for k in 1 2; do python recipes/meanflow.py --data digits --steps 7000 --batch 1
 python scripts/history_stats.py runs/alphaflow_clip10 runs/alphaflow_seed1_clip10 --key grad_norm --above 10   # how often the clip acted
 python scripts/history_stats.py runs/alphaflow_p0_clip --key grad_norm --above 1.5
 python scripts/history_stats.py runs/alphaflow runs/alphaflow_seed1 --key mse --windows 0 1000 2500 3500 4900 6000 7000   # seed 1's spike
-python recipes/imf.py --prediction x --no-clipped-target --out runs/imf_x   # x-prediction heads, as pMF, regressed onto eps - x
-python recipes/imf.py --omega-max 1 --out runs/imf_omega_max1   # no training-time guidance
-python recipes/imf.py --beta2 0.999 --out runs/imf_beta2_0.999   # Adam's default beta2
+python recipes/imf.py $IMF_V0 --prediction x --no-clipped-target --out runs/imf_x   # x-prediction heads, as pMF, regressed onto eps - x
+python recipes/imf.py $IMF_V0 --omega-max 1 --out runs/imf_omega_max1   # no training-time guidance
+python recipes/imf.py $IMF_V0 --beta2 0.999 --out runs/imf_beta2_0.999   # Adam's default beta2
 python recipes/uaimf.py --no-gap-weight --out runs/uaimf_no_gap_weight   # DTD only
 for k in 0 1; do python recipes/uaimf.py --equal-fraction 0.5 --seed $k --out runs/uaimf_equal0.5_seed$k; done
-python recipes/imf.py --omega-max 1 --lr-decay 0.3 --out runs/imf_no_cfg_lr_decay   # MeanFlow's winning settings on imf
-python recipes/imf.py --omega-max 1 --p 0.5 --lr-decay 0.3 --out runs/imf_no_cfg_p0.5_lr_decay
-python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --out runs/imf_pmf_times   # pMF's times and lr decay
-python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --no-clipped-target --out runs/imf_pmf_times_x
-python recipes/imf.py --seed 1 --out runs/imf_seed1   # the default on seed 1
-python recipes/imf.py --no-interval --out runs/imf_no_interval   # guidance over [0, 1] on every row
-python recipes/imf.py --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --no-clipped-target --out runs/imf_pmf_times_x_no_interval
-python recipes/imf.py --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target   # x heads onto (z - x)/clip(t)
-python recipes/imf.py --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target
-python recipes/imf.py --seed 1 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target_seed1
-python recipes/imf.py --seed 1 --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target_seed1
+python recipes/imf.py $IMF_V0 --omega-max 1 --lr-decay 0.3 --out runs/imf_no_cfg_lr_decay   # MeanFlow's winning settings on imf
+python recipes/imf.py $IMF_V0 --omega-max 1 --p 0.5 --lr-decay 0.3 --out runs/imf_no_cfg_p0.5_lr_decay
+python recipes/imf.py $IMF_V0 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --out runs/imf_pmf_times   # pMF's times and lr decay
+python recipes/imf.py $IMF_V0 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --no-clipped-target --out runs/imf_pmf_times_x
+python recipes/imf.py $IMF_V0 --seed 1 --out runs/imf_shared_trunk_seed1   # v0 on seed 1
+python recipes/imf.py $IMF_V0 --out runs/imf_shared_trunk   # v0, the default before
+python recipes/imf.py $IMF_V0 --no-interval --out runs/imf_no_interval   # guidance over [0, 1] on every row
+python recipes/imf.py $IMF_V0 --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --no-clipped-target --out runs/imf_pmf_times_x_no_interval
+python recipes/imf.py $IMF_V0 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target   # x heads onto (z - x)/clip(t)
+python recipes/imf.py $IMF_V0 --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target
+python recipes/imf.py $IMF_V0 --seed 1 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target_seed1
+python recipes/imf.py $IMF_V0 --seed 1 --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_no_interval_clipped_target_seed1
 # what separates imf from MeanFlow on digits: the tangent, the v-head's loss weight, beta2, and MeanFlow at imf's settings
-python recipes/imf.py --tangent target --out runs/imf_tangent_target
-python recipes/imf.py --v-weight 0.1 --out runs/imf_v_weight0.1
-python recipes/imf.py --v-weight 0.1 --seed 1 --out runs/imf_v_weight0.1_seed1
-python recipes/imf.py --omega-max 1 --beta2 0.999 --out runs/imf_no_cfg_beta2_0.999
-python recipes/imf.py --omega-max 1 --tangent target --beta2 0.999 --out runs/imf_no_cfg_tangent_target_beta2_0.999
-python recipes/imf.py --omega-max 1 --no-interval --tangent target --beta2 0.999 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999
-python recipes/imf.py --omega-max 1 --no-interval --tangent target --beta2 0.999 --v-weight 0 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_v_weight0
-for k in 2 3 4; do python recipes/imf.py --aux-head-depth $k --out runs/imf_aux_head_depth$k; done
-python recipes/imf.py --aux-head-depth 4 --seed 1 --out runs/imf_aux_head_depth4_seed1
-python recipes/imf.py --aux-head-depth 4 --width 384 --out runs/imf_aux_head_depth4_w384
-python recipes/imf.py --omega-max 1 --no-interval --tangent target --beta2 0.999 --aux-head-depth 4 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4
+python recipes/imf.py $IMF_V0 --tangent target --out runs/imf_tangent_target
+python recipes/imf.py $IMF_V0 --v-weight 0.1 --out runs/imf_v_weight0.1
+python recipes/imf.py $IMF_V0 --v-weight 0.1 --seed 1 --out runs/imf_v_weight0.1_seed1
+python recipes/imf.py $IMF_V0 --omega-max 1 --beta2 0.999 --out runs/imf_no_cfg_beta2_0.999
+python recipes/imf.py $IMF_V0 --omega-max 1 --tangent target --beta2 0.999 --out runs/imf_no_cfg_tangent_target_beta2_0.999
+python recipes/imf.py $IMF_V0 --omega-max 1 --no-interval --tangent target --beta2 0.999 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999
+python recipes/imf.py $IMF_V0 --omega-max 1 --no-interval --tangent target --beta2 0.999 --v-weight 0 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_v_weight0
+for k in 2 3 4; do python recipes/imf.py $IMF_V0 --aux-head-depth $k --out runs/imf_aux_head_depth$k; done
+python recipes/imf.py $IMF_V0 --aux-head-depth 4 --seed 1 --out runs/imf_aux_head_depth4_seed1
+python recipes/imf.py $IMF_V0 --aux-head-depth 4 --width 384 --out runs/imf_aux_head_depth4_w384
+python recipes/imf.py $IMF_V0 --omega-max 1 --no-interval --tangent target --beta2 0.999 --aux-head-depth 4 --out runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4
 python recipes/meanflow.py --data digits --steps 5000 --batch 128 --p 0 --omega 1 --kappa 0 --equal-fraction 0.5 --out runs/meanflow_digits_imf_settings
+python recipes/imf.py $IMF_V0 --drop-on-equal --out runs/imf_drop_on_equal
+python recipes/imf.py $IMF_V0 --drop-on-equal --seed 1 --out runs/imf_drop_on_equal_seed1
+for w in 2 8; do python recipes/imf.py $IMF_V0 --omega-max $w --out runs/imf_omega_max$w; done
+python recipes/uaimf.py --drop-on-equal --out runs/uaimf_drop_on_equal
+for seed in 1 2; do python recipes/uaimf.py --drop-on-equal --seed $seed --out runs/uaimf_drop_on_equal_seed$seed; done
+python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --drop-on-equal --out runs/meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal
+python recipes/imf.py --width 512 --steps 3600 --out runs/imf_aux_head_depth4_3600   # the default's k = 4 and interval, width 512
+for seed in 1 2; do python recipes/imf.py --seed $seed --out runs/imf_seed$seed; done   # the default on seeds 1, 2
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
 python recipes/metaflow.py --consistency eulerian --posterior-points 10 --out runs/metaflow_p10   # the earlier default (Eulerian), each posterior figure over 10 conditioning states
@@ -126,10 +136,10 @@ python recipes/uaimf.py --p 1 --lr-decay 0 --omega 1.5 --kappa 0.5 --out runs/ua
 for seed in 1 2; do python recipes/uaimf.py --seed $seed --out runs/uaimf_seed$seed; done
 OMP_NUM_THREADS=2 python recipes/uaimf.py --out runs/uaimf_2threads
 OMP_NUM_THREADS=2 python recipes/pmf.py --derivative jvp --out runs/pmf_2threads   # alone on an idle machine: the wall-clock projection's check
-rm -rf runs/imf_w1.5 && cp -r runs/imf_7k runs/imf_w1.5 && python recipes/imf.py --steps 7000 --out runs/imf_w1.5 --resume --omega 1.5
-python recipes/imf.py --steps 7000 --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
-python recipes/imf.py --steps 7000 --lr-decay 0.3 --out runs/imf_lr_decay
-python recipes/imf.py --p 0.5 --lr-decay 0.3 --out runs/imf_p0.5_lr_decay
+rm -rf runs/imf_w1.5 && cp -r runs/imf_7k runs/imf_w1.5 && python recipes/imf.py $IMF_V0 --steps 7000 --out runs/imf_w1.5 --resume --omega 1.5
+python recipes/imf.py $IMF_V0 --steps 7000 --p 1 --omega 1.5 --lr-decay 0.3 --out runs/imf_adaptive_lr_decay
+python recipes/imf.py $IMF_V0 --steps 7000 --lr-decay 0.3 --out runs/imf_lr_decay
+python recipes/imf.py $IMF_V0 --p 0.5 --lr-decay 0.3 --out runs/imf_p0.5_lr_decay
 python recipes/dmf.py --steps 4000 --omega 0 --loss cauchy --grad-clip 0 --out runs/dmf_no_guidance
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --out runs/meanflow_digits
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --omega 1 --kappa 0 --out runs/meanflow_digits_no_cfg
@@ -197,15 +207,23 @@ OMP_NUM_THREADS=1 python bench/recipe_step_cost.py --recipes metaflow --models m
 OMP_NUM_THREADS=2 python bench/compiled_step.py --json bench/out/compiled_step.json
 OMP_NUM_THREADS=2 python bench/compiled_step.py --data digits --json bench/out/compiled_step_digits.json
 OMP_NUM_THREADS=2 python bench/default_wall_time.py --json bench/out/default_wall_time.json  # alone on an idle machine
+OMP_NUM_THREADS=2 python bench/default_wall_time.py --recipes imf "imf --aux-head-depth 0 --width 512" "imf --width 512" --long 420 --json bench/out/variant_wall_time.json  # idle machine
 python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_lr_decay runs/uaimf_seed1 runs/uaimf_seed2 runs/alphaflow_p1_alpha_end1 \
   runs/alphaflow_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg runs/dmf_no_guidance runs/tvm runs/imf runs/dmf runs/freeflow_2k \
   runs/freeflow runs/freeflow_b64_fd_4k_lr_decay runs/pmf_v runs/imf_p0.5_lr_decay runs/imf_lr_decay runs/freeflow_4k_lr_decay \
   runs/freeflow_no_correction runs/alphaflow_10k runs/dmf_k2 runs/dmf_lr1e-3 runs/pmf_w384_8k runs/pmf_fd_7k runs/pmf_jvp runs/pmf runs/uaimf_fd runs/dmf_fd_6500 runs/dmf_cauchy runs/dmf_seed1 runs/dmf_seed2 runs/dmf_no_clip runs/dmf_seed1_lr2e-4 runs/alphaflow runs/alphaflow_seed1 runs/alphaflow_seed2 runs/uaimf_no_gap_weight \
   runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed1 runs/meanflow_digits_p0.5_lr_decay_no_cfg_seed2 runs/uaimf_equal0.5_seed0 runs/uaimf_equal0.5_seed1 runs/imf_pmf_times_x_no_interval_clipped_target \
-  runs/imf_seed1 runs/imf_aux_head_depth2 runs/imf_aux_head_depth3 runs/imf_aux_head_depth4 runs/imf_aux_head_depth4_seed1 runs/imf_aux_head_depth4_w384 \
+  runs/imf_shared_trunk runs/imf_shared_trunk_seed1 runs/imf_aux_head_depth2 runs/imf_aux_head_depth3 runs/imf_aux_head_depth4 runs/imf_aux_head_depth4_seed1 runs/imf_aux_head_depth4_w384 \
   runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999 runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_v_weight0 \
-  runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4 --json \
-  runs/fd_draws.json
+  runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4 runs/imf_drop_on_equal runs/imf_drop_on_equal_seed1 \
+  runs/imf_omega_max2 runs/imf_omega_max8 runs/uaimf_drop_on_equal runs/uaimf_drop_on_equal_seed1 runs/uaimf_drop_on_equal_seed2 \
+  runs/meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal runs/imf_aux_head_depth4_3600 runs/imf_seed1 \
+  runs/imf_seed2 --json runs/fd_draws.json
+for r in runs/imf_shared_trunk runs/imf_shared_trunk_seed1 runs/imf_aux_head_depth4 runs/imf_aux_head_depth4_seed1 runs/imf_aux_head_depth2 runs/imf_aux_head_depth3 \
+  runs/imf_omega_max2 runs/imf_omega_max8 runs/imf_drop_on_equal runs/imf_drop_on_equal_seed1 runs/imf_aux_head_depth4_w384 \
+  runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4; do  # iMF's own sampling interval, at omega = 1
+  python scripts/fd_draws.py $r --set t_min=0.4 --set t_max=0.65 --json runs/fd_draws_sampling.json
+done
 if python -c "import torchcfm, flow_matching" 2>/dev/null; then
   python bench/fm_vs_peers.py --json bench/out/fm_vs_peers.json
 fi

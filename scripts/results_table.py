@@ -170,9 +170,9 @@ RUNS = {
         "alphaflow_clip10", "alphaflow_seed1_clip10", "meanflow_digits_p0.5_lr_decay_no_cfg_seed1", "meanflow_digits_p0.5_lr_decay_no_cfg_seed2")},
     # improved MeanFlow with MeanFlow's winning settings (no training-time guidance, lr decay, with and without p = 0.5) and
     # with pMF's time sampler (logit-normal(0, 0.8), 10% uniform, s = t rows set before sorting) and lr decay
-    # (v heads and x heads), and the default on seed 1
+    # (v heads and x heads), and v0 (imf's earlier default: shared trunk, width 512, sampled with the interval [0, 1]) on seeds 0 and 1
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
-        "imf_no_cfg_lr_decay", "imf_no_cfg_p0.5_lr_decay", "imf_pmf_times", "imf_pmf_times_x", "imf_seed1")},
+        "imf_no_cfg_lr_decay", "imf_no_cfg_p0.5_lr_decay", "imf_pmf_times", "imf_pmf_times_x", "imf_shared_trunk", "imf_shared_trunk_seed1")},
     # improved MeanFlow without a sampled guidance interval (--no-interval: [0, 1] on every row), with v heads and iMF's times,
     # and with x heads, pMF's times and lr decay
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_no_interval", "imf_pmf_times_x_no_interval")},
@@ -201,6 +201,13 @@ RUNS = {
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "imf_aux_head_depth2", "imf_aux_head_depth3", "imf_aux_head_depth4", "imf_aux_head_depth4_seed1", "imf_aux_head_depth4_w384",
         "imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4")},
+    # imf with the labels dropped on s = t rows only, as the official code (--drop-on-equal), on seeds 0 and 1; the training
+    # guidance range at 2 and 8 (the official 1 + 7) against the default's 4; UAIMF with the same label dropout
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "imf_drop_on_equal", "imf_drop_on_equal_seed1", "imf_omega_max2", "imf_omega_max8", "uaimf_drop_on_equal",
+        "uaimf_drop_on_equal_seed1", "uaimf_drop_on_equal_seed2", "meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal")},
+    # imf's default network and sampling interval at width 512 for 3600 steps (what fits 10 minutes), and the default on seeds 1 and 2
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_aux_head_depth4_3600", "imf_seed1", "imf_seed2")},
     # Meta Flow Maps' default (the Lagrangian consistency) on seeds 1 and 2, and with the preconditioned output (--precondition)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_seed1", "metaflow_seed2", "metaflow_lagrangian_precondition")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
@@ -213,6 +220,7 @@ STUDIES = {
     "jit_embedding_dimension": ROOT / "runs/jit_embedding_dimension/results.json",
     "flow_map_error": ROOT / "runs/flow_map_error.json",
     "fd_draws": ROOT / "runs/fd_draws.json",
+    "fd_draws_sampling": ROOT / "runs/fd_draws_sampling.json",  # imf runs re-sampled at other guidance intervals (fd_draws.py --set)
 }
 BENCHES = {
     "step_cost": ROOT / "bench/out/step_cost.json",
@@ -223,6 +231,7 @@ BENCHES = {
     "compiled_step": ROOT / "bench/out/compiled_step.json",
     "compiled_step_digits": ROOT / "bench/out/compiled_step_digits.json",
     "default_wall_time": ROOT / "bench/out/default_wall_time.json",
+    "variant_wall_time": ROOT / "bench/out/variant_wall_time.json",
 }
 
 
@@ -315,7 +324,7 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str
                 row(f"{label.split()[0]} 2-NFE FD / 1-NFE FD", res["2nfe"]["fd"] / one["fd"], "<= 1", res["2nfe"]["fd"] <= one["fd"])
             if label.startswith("scm") and "2nfe" in res:
                 row("scm 2-NFE FD / FM 50-step FD (digits)", res["2nfe"]["fd"] / teacher, "<= 1.5", res["2nfe"]["fd"] / teacher <= 1.5)
-    for recipe, seed in (("uaimf", 1), ("uaimf", 2), ("dmf", 1), ("dmf", 2)):  # defaults on other seeds
+    for recipe, seed in (("uaimf", 1), ("uaimf", 2), ("dmf", 1), ("dmf", 2), ("imf", 1), ("imf", 2)):  # defaults on other seeds
         if fm and (m := runs.get(f"{recipe}_seed{seed} (comparison)")):
             one = m["results"]["1nfe"]
             v = one["fd"] / best(fm["results"], ["euler50", "heun50"], "fd")
@@ -360,7 +369,7 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str
                 row(f"{name} 1-NFE FD / FM 50-step FD (digits), each the mean of {st['draws']} noise draws", v, "<= 1.5", v <= 1.5)
     if wall := benches.get("default_wall_time"):  # bench/default_wall_time.py: the recipe contract's 10-minute budget
         for r in wall["rows"]:
-            row(f"{r['recipe']} default run, wall clock in minutes ({wall['threads']} threads, projected; steps in the wall-clock table)",
+            row(f"{r['recipe']} {'default run' if not r.get('flags') else 'run with ' + r['flags']}, wall clock in minutes ({wall['threads']} threads, projected; steps in the wall-clock table)",
                 r["projected_minutes"], f"<= {wall['budget_minutes']:g}", r["within_budget"])
     att = benches.get("jvp_attention")
     if att:
@@ -605,9 +614,11 @@ def study_tables(studies: dict[str, dict]) -> list[str]:
             worst = worst_draw_counts(st["runs"], fm_heun["fd"])
             parts[-2:-2] = [f"Each run's 1-NFE FD over the FM teacher's Heun-50 FD on the same draw is highest on draw {k} for {n} of "
                             f"{sum(worst.values())} runs" for k, n in sorted(worst.items())] + [""]
-        for name, r in st["runs"].items():
-            for gen, g in r["generators"].items():
-                parts.append(f"| {name} | {gen} | {' / '.join(_fmt(x) for x in g['fd'])} | {_fmt(g['mean'])} | {_fmt(g['sd'])} |")
+        parts += draw_rows(st)
+    if st := studies.get("fd_draws_sampling"):
+        parts += ["", f"### Digits FD over {st['draws']} noise draws, re-sampled with a sampling flag changed (`scripts/fd_draws.py --set FLAG=VALUE`: "
+                  "the same weights and draws as above, the changed flags in brackets)", "", "| run | generator | FD per draw | mean | sd |", "|---|---|---|---|---|"]
+        parts += draw_rows(st)
     if st := studies.get("flow_map_error"):
         bands = [f"[{lo:g}, {hi:g})" for lo, hi in st["bands"]]
         parts += ["", f"### Where MeanFlow's 2D jumps go wrong (`scripts/flow_map_error.py`: mean distance to the FM teacher's 200-step ODE map "
@@ -616,6 +627,12 @@ def study_tables(studies: dict[str, dict]) -> list[str]:
         for run, rows in st["runs"].items():
             parts += [f"| {Path(run).name} | {k[:-3]} | " + " | ".join(_fmt(e) for e in errors) + " |" for k, errors in rows.items()]
     return parts
+
+
+def draw_rows(study: dict) -> list[str]:
+    """One table row per run and generator of a scripts/fd_draws.py JSON: FD per draw, mean, sd."""
+    return [f"| {name} | {gen} | {' / '.join(_fmt(x) for x in g['fd'])} | {_fmt(g['mean'])} | {_fmt(g['sd'])} |"
+            for name, r in study["runs"].items() for gen, g in r["generators"].items()]
 
 
 def worst_draw_counts(runs: dict, teacher_fd: list[float]) -> dict[int, int]:
@@ -636,7 +653,7 @@ def section() -> str:
     sources = list(RUNS.values()) + list(STUDIES.values()) + list(BENCHES.values())
     parts = ["Sources (each also archived under `results/`): " + ", ".join(f"`{p.relative_to(ROOT)}`" for p in sources if _exists(p)), ""]
     parts += ["### Bars", ""] + bar_lines(runs, benches, studies) + ["", "### Paper claims at toy scale", ""] + claim_lines(runs, studies) + study_tables(studies) + ["", "### Runs (EMA weights; FD in the shipped classifier's features)", "",
-              "Train time is the wall clock the run measured. meanflow_v, uaimf_2threads and pmf_2threads used 2 threads on an otherwise idle machine "
+              "Train time is the wall clock the run measured. meanflow_v, uaimf_2threads, pmf_2threads and imf used 2 threads on an otherwise idle machine "
               "(uaimf_2threads in an earlier session, when the machine ran the same step about a quarter slower than in the wall-clock table); all others "
               "(the other default runs and every comparison run) ran at one thread (`OMP_NUM_THREADS=1 taskset -c N`) beside other jobs, "
               "so their times overstate a 2-core run.", ""] + run_table(runs)
@@ -673,6 +690,13 @@ def section() -> str:
         for r in wall["rows"]:
             parts.append(f"| {r['recipe']} | {r['steps']} | {r['ms_per_step']:.1f} | {r['wall_seconds_short']:.1f} | {r['projected_minutes']:.1f} | "
                          f"{'yes' if r['within_budget'] else '**no**'} |")
+    if variants := benches.get("variant_wall_time"):
+        parts += ["", "### Flag variants' wall clock", "", f"Recipes run with extra flags, {variants['threads']} threads, projected as above, each timed in the "
+                  f"same invocation as the recipe's default (`bench/default_wall_time.py` with quoted flags):", "",
+                  "| recipe | flags | steps | ms / step | x the default's step | projected minutes |", "|---|---|---|---|---|---|"]
+        for r in variants["rows"]:
+            ratio = f"{r['step_ratio_to_default']:.2f}" if "step_ratio_to_default" in r else "-"
+            parts.append(f"| {r['recipe']} | {r.get('flags') or '(default)'} | {r['steps']} | {r['ms_per_step']:.1f} | {ratio} | {r['projected_minutes']:.1f} |")
     if att := benches.get("jvp_attention"):
         parts += ["", "### Attention JVP timings", "", f"Attention: B=1, H=8, D=64, fp32, {att['threads']} threads, median times in ms (`bench/jvp_attention.py`):", "",
                   "| N | " + " | ".join(att["times_ms"]) + " |", "|---|" + "---|" * len(att["times_ms"])]

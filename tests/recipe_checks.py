@@ -30,7 +30,7 @@ def load_recipe(name: str):
 
 
 def random_fp64_digits_model(recipe, args):
-    """A width-16, depth-1 fp64 model of ``recipe``'s architecture for ``args`` (its ``model_options``) on digits, with
+    """A width-16 fp64 model of ``recipe``'s architecture for ``args`` (its ``model_options`` and --depth) on digits, with
     every parameter drawn from N(0, 0.3^2), the zero-initialised output layers included, so that each head depends on
     every input; returns (model, source). For exact generator checks in fp64."""
     import torch
@@ -38,7 +38,7 @@ def random_fp64_digits_model(recipe, args):
     from flowcore import experiment
     source = experiment.load_source("digits")
     torch.manual_seed(0)
-    net = experiment.build_model(args.model, source, width=16, depth=1, **recipe.model_options(args)).double().eval()
+    net = experiment.build_model(args.model, source, width=16, depth=args.depth, **recipe.model_options(args)).double().eval()
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.3)
     return net, source

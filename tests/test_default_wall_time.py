@@ -35,10 +35,20 @@ def test_recipe_defaults_read_each_recipes_own_step_count():
 
 @pytest.mark.parametrize("flags,message", [(["--short", "50", "--long", "50"], "need 0 < --short < --long"),
                                            (["--recipes", "no_such_recipe"], "no such recipes"),
-                                           (["--append"], "--append needs --json")])
+                                           (["--append"], "--append needs --json"),
+                                           (["--recipes", "fm", "imf --aux-head-depth 9"], "--aux-head-depth must be in [0, --depth=4], got 9")])
 def test_bad_flags_are_refused_by_name(flags, message):
     out = subprocess.run([sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, check=False)
     assert out.returncode != 0 and message in out.stderr
+
+
+def test_recipe_specs_carry_flags_and_flagged_rows_divide_by_their_default():
+    bench = load_bench()
+    assert bench.split_spec("imf --aux-head-depth 4") == ("imf", ["--aux-head-depth", "4"]) and bench.split_spec("fm") == ("fm", [])
+    rows = [{"recipe": "imf", "flags": "", "ms_per_step": 100.0}, {"recipe": "imf", "flags": "--aux-head-depth 4", "ms_per_step": 150.0},
+            {"recipe": "tvm", "flags": "--width 384", "ms_per_step": 90.0}]
+    ratios = [r.get("step_ratio_to_default") for r in bench.step_ratios_to_default(rows)]
+    assert ratios == [None, 1.5, None]  # tvm's default was not timed alongside: no ratio
 
 
 @pytest.mark.slow

@@ -230,11 +230,12 @@ def _history(out: Path) -> dict:
 
 @pytest.mark.parametrize("name,extra", [
     ("alphaflow", ["--derivative", "fd", "--data", "checkerboard"]),
-    ("alphaflow", ["--model", "dit", "--derivative", "fused"]),
+    ("alphaflow", ["--model", "dit", "--derivative", "fused"]), ("alphaflow", ["--drop-on-equal"]),
     ("uaimf", ["--derivative", "jvp"]), ("uaimf", ["--derivative", "fd", "--acceleration", "min_snr"]),
-    ("uaimf", ["--data", "checkerboard", "--no-gap-weight"]),
+    ("uaimf", ["--data", "checkerboard", "--no-gap-weight"]), ("uaimf", ["--drop-on-equal"]),
     ("imf", ["--derivative", "jvp"]), ("imf", ["--derivative", "fd", "--time-inputs", "gap"]),
     ("imf", ["--model", "dit", "--derivative", "fused"]), ("imf", ["--aux-head-depth", "1"]),
+    ("imf", ["--drop-on-equal"]),
 ])
 def test_smoke_writes_every_output(name, extra, tmp_path):
     _check_outputs(tmp_path, load_recipe(name).main(["--smoke", "--out", str(tmp_path), *extra]))
@@ -278,6 +279,10 @@ def test_uaimf_without_its_weights_is_meanflow(tmp_path):
     assert _history(tmp_path / "u")["loss"] == _history(tmp_path / "m")["loss"]
     load_recipe("uaimf").main([*flags, "--out", str(tmp_path / "w")])
     assert _history(tmp_path / "w")["loss"] != _history(tmp_path / "m")["loss"]
+    # the official code's label dropout, on s = t rows only: the same in both recipes, and a different batch loss
+    load_recipe("uaimf").main([*flags, "--acceleration", "none", "--no-gap-weight", "--drop-on-equal", "--out", str(tmp_path / "ue")])
+    load_recipe("meanflow").main([*flags, "--drop-on-equal", "--out", str(tmp_path / "me")])
+    assert _history(tmp_path / "ue")["loss"] == _history(tmp_path / "me")["loss"] != _history(tmp_path / "m")["loss"]
 
 
 def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
@@ -296,7 +301,10 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
                          (["--aux-head-depth", "-1"], r"--aux-head-depth must be in \[0, --depth=4\], got -1")):
         with pytest.raises(SystemExit, match=message):
             load_recipe("imf").parse(bad)
-    assert load_recipe("imf").parse(["--smoke", "--aux-head-depth", "4"]).aux_head_depth == 2  # --smoke caps --depth at 2
+    for name in ("imf", "pmf"):
+        assert load_recipe(name).parse(["--smoke", "--aux-head-depth", "4"]).aux_head_depth == 2  # --smoke caps --depth at 2
+        with pytest.raises(SystemExit, match=r"--aux-head-depth must be in \[0, --depth=3\], got 4"):
+            load_recipe(name).parse(["--depth", "3", "--aux-head-depth", "4"])
 
 
 def test_imf_time_sampler_flags_draw_pmf_times():

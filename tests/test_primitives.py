@@ -329,6 +329,27 @@ def test_imf_target_fixed_point_is_cfg_field():
     torch.testing.assert_close(guidance.imf_guided_velocity(v_c, head, v_u, omega), head)
 
 
+def test_label_drop_among_rows_drops_a_binomial_count_of_eligible_rows_only():
+    """The official MeanFlow / iMF code drops the first Binomial(B, p) rows, its r = t rows: with ``among`` only eligible
+    rows lose their label, the batch's dropped fraction stays p, and the count is capped by the eligible rows."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(10).repeat(20)
+    among = torch.arange(200) % 2 == 0
+    counts = []
+    for _ in range(400):
+        yd, dropped = guidance.drop_labels(y, 0.1, null_class=10, generator=gen, among=among)
+        assert not bool(dropped[~among].any()) and bool((yd[dropped] == 10).all()) and torch.equal(yd[~dropped], y[~dropped])
+        counts.append(int(dropped.sum()))
+    counts_t = torch.tensor(counts, dtype=torch.float64)
+    assert abs(counts_t.mean().item() - 20.0) < 0.5 and abs(counts_t.var().item() - 18.0) < 4.0  # Binomial(200, 0.1): mean 20, var 18
+    few = torch.zeros(200, dtype=torch.bool)
+    few[:3] = True
+    _, dropped = guidance.drop_labels(y, 0.5, null_class=10, generator=gen, among=few)
+    assert torch.equal(dropped, few)
+    with pytest.raises(ValueError, match="among must be a boolean mask"):
+        guidance.drop_labels(y, 0.1, 10, among=among.float())
+
+
 def test_label_drop_and_sampling_cfg():
     y = torch.arange(10).repeat(1000)
     yd, dropped = guidance.drop_labels(y, 0.1, null_class=10, generator=torch.Generator().manual_seed(0))

@@ -17,6 +17,7 @@ RECIPES = ["fm", "meanflow", "pmf"]
     ("meanflow", ["--derivative", "jvp"]), ("meanflow", ["--derivative", "fd", "--data", "digits"]),
     ("meanflow", ["--model", "dit", "--data", "digits", "--derivative", "fused"]),
     ("pmf", ["--derivative", "jvp"]), ("pmf", ["--derivative", "fd"]), ("pmf", ["--model", "dit", "--derivative", "fused"]),
+    ("pmf", ["--aux-head-depth", "1"]),
 ])
 def test_smoke_writes_every_output(name, extra, tmp_path):
     results = load_recipe(name).main(["--smoke", "--out", str(tmp_path), *extra])
