@@ -184,6 +184,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     if hasattr(args, "t_floor") and not 0 < args.t_floor <= 1:
         raise SystemExit(f"--t-floor must be in (0, 1], got {args.t_floor}")
     if hasattr(args, "aux_head_depth"):
+        if args.aux_head_depth is None:  # every block the v-head's own
+            args.aux_head_depth = args.depth
         if args.smoke:  # --smoke caps --depth at 2
             args.aux_head_depth = min(args.aux_head_depth, args.depth)
         if not 0 <= args.aux_head_depth <= args.depth:
@@ -191,11 +193,12 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def add_aux_head_depth_arg(parser: argparse.ArgumentParser) -> None:
-    """--aux-head-depth, for recipes with a v-head (iMF, pMF); ``finalize_args`` checks it against --depth."""
-    parser.add_argument("--aux-head-depth", type=int, default=0,
+def add_aux_head_depth_arg(parser: argparse.ArgumentParser, every_block: bool = False) -> None:
+    """--aux-head-depth, for recipes with a v-head (iMF, pMF), by default 0 or (``every_block``) all --depth blocks;
+    ``finalize_args`` resolves and checks it against --depth."""
+    parser.add_argument("--aux-head-depth", type=int, default=None if every_block else 0,
                         help="last blocks the v-head runs as its own copies, after the blocks it shares with the u-head; "
-                             "iMF's MiT-B/2: 8 of 12 (default: %(default)s)")
+                             f"iMF's MiT-B/2: 8 of 12 (default: {'all --depth blocks' if every_block else 0})")
 
 
 FRACTION_FLAGS = ("equal_fraction", "uniform_fraction", "fm_fraction", "dtd_fraction")

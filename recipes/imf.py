@@ -15,8 +15,8 @@ their omega input, as in the official code. Two defaults differ from the paper, 
 and measured on digits (README, imf rows): p = 0, the plain squared error, instead of the adaptive
 weight's p = 1 (1-NFE FD 1.59; 3.01 with p = 1, though that run also had --lr-decay 0.3; both 7000 steps;
 2.23 with p = 0.5 and --lr-decay 0.3 at 5000 steps), and sampling at omega = 1. --p 1 --omega 1.5 restores the
-paper's choices. As in iMF, the v-head runs its own copies of the blocks (all 4 here, --aux-head-depth 4; iMF's MiT-B/2:
-8 of 12) and sampling gives the network an interval inside the training range ([0.4, 0.65], iMF's released config),
+paper's choices. As in iMF, the v-head runs its own copies of the blocks (all --depth = 4 here, --aux-head-depth; iMF's
+MiT-B/2: 8 of 12) and sampling gives the network an interval inside the training range ([0.4, 0.65], iMF's released config),
 both measured below. With them the MLP's width is 384 rather than 512, for the 10-minute budget: 5000 steps (cut from
 7000) at 104.5 ms per step on 2 threads, 8.8 min projected, where width 512 takes 139 ms and 11.7 min and v0 (below)
 80 ms (bench/default_wall_time.py, README table "Flag variants' wall clock", one invocation); the default run itself
@@ -107,7 +107,7 @@ from flowcore.times import logit_normal_with_uniform, sample_pairs, uniform_grid
 
 
 MLP_WIDTH = 384
-"""The MLP's default width: with the v-head's own 4 blocks, 512 (the other digits recipes') takes 14.2 min (module docstring)."""
+"""The MLP's default width: with the v-head's own 4 blocks, 512 (the other digits recipes') takes 11.7 min (module docstring)."""
 
 
 class Tangent(enum.Enum):
@@ -142,8 +142,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--t-max", type=float, default=0.65, help="guidance interval end for sampling (default: %(default)s)")
     p.add_argument("--interval", action=argparse.BooleanOptionalAction, default=True,
                    help="sample a guidance interval per s < t row (iMF); --no-interval: guidance over [0, 1] on every row (default: %(default)s)")
-    experiment.add_aux_head_depth_arg(p)
-    p.set_defaults(aux_head_depth=4)  # the v-head's own copies of all 4 blocks: see the module docstring
+    experiment.add_aux_head_depth_arg(p, every_block=True)  # the v-head's own copies of every block: see the module docstring
     p.add_argument("--v-weight", type=float, default=1.0, help="weight of the v-head's loss, L = L_u + lambda L_v; iMF: 1 (default: %(default)s)")
     p.add_argument("--tangent", type=Tangent, choices=list(Tangent), default=Tangent.HEAD,
                    help="z-part of the JVP tangent: head, iMF's guided v-head v_c; target, MeanFlow's v_g (default: %(default)s)")

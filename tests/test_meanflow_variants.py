@@ -301,6 +301,8 @@ def test_imf_rejects_2d_data_and_bad_interval(tmp_path):
                          (["--aux-head-depth", "-1"], r"--aux-head-depth must be in \[0, --depth=4\], got -1")):
         with pytest.raises(SystemExit, match=message):
             load_recipe("imf").parse(bad)
+    assert load_recipe("imf").parse([]).aux_head_depth == 4 and load_recipe("imf").parse(["--depth", "3"]).aux_head_depth == 3  # every block
+    assert load_recipe("pmf").parse([]).aux_head_depth == 0
     for name in ("imf", "pmf"):
         assert load_recipe(name).parse(["--smoke", "--aux-head-depth", "4"]).aux_head_depth == 2  # --smoke caps --depth at 2
         with pytest.raises(SystemExit, match=r"--aux-head-depth must be in \[0, --depth=3\], got 4"):
