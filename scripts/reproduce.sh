@@ -87,6 +87,7 @@ python recipes/imf.py $IMF_V0 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --eq
 python recipes/imf.py $IMF_V0 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --no-clipped-target --out runs/imf_pmf_times_x
 python recipes/imf.py $IMF_V0 --seed 1 --out runs/imf_shared_trunk_seed1   # v0 on seed 1
 python recipes/imf.py $IMF_V0 --out runs/imf_shared_trunk   # v0, the default before
+python recipes/imf.py $IMF_V0 --seed 2 --out runs/imf_shared_trunk_seed2   # v0 on seed 2
 python recipes/imf.py $IMF_V0 --no-interval --out runs/imf_no_interval   # guidance over [0, 1] on every row
 python recipes/imf.py $IMF_V0 --no-interval --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --no-clipped-target --out runs/imf_pmf_times_x_no_interval
 python recipes/imf.py $IMF_V0 --t-mean 0 --t-std 0.8 --uniform-fraction 0.1 --equal-before-sort --lr-decay 0.3 --prediction x --out runs/imf_pmf_times_x_clipped_target   # x heads onto (z - x)/clip(t)
@@ -113,7 +114,7 @@ python recipes/uaimf.py --drop-on-equal --out runs/uaimf_drop_on_equal
 for seed in 1 2; do python recipes/uaimf.py --drop-on-equal --seed $seed --out runs/uaimf_drop_on_equal_seed$seed; done
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --drop-on-equal --out runs/meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal
 python recipes/imf.py --width 512 --steps 3600 --out runs/imf_aux_head_depth4_3600   # the default's k = 4 and interval, width 512
-for seed in 1 2; do python recipes/imf.py --seed $seed --out runs/imf_seed$seed; done   # the default on seeds 1, 2
+for seed in 1 2 3; do python recipes/imf.py --seed $seed --out runs/imf_seed$seed; done   # the default on seeds 1, 2, 3
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
 python recipes/metaflow.py --consistency eulerian --posterior-points 10 --out runs/metaflow_p10   # the earlier default (Eulerian), each posterior figure over 10 conditioning states
@@ -218,8 +219,8 @@ python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_l
   runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4 runs/imf_drop_on_equal runs/imf_drop_on_equal_seed1 \
   runs/imf_omega_max2 runs/imf_omega_max8 runs/uaimf_drop_on_equal runs/uaimf_drop_on_equal_seed1 runs/uaimf_drop_on_equal_seed2 \
   runs/meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal runs/imf_aux_head_depth4_3600 runs/imf_seed1 \
-  runs/imf_seed2 --json runs/fd_draws.json
-for r in runs/imf_shared_trunk runs/imf_shared_trunk_seed1 runs/imf_aux_head_depth4 runs/imf_aux_head_depth4_seed1 runs/imf_aux_head_depth2 runs/imf_aux_head_depth3 \
+  runs/imf_seed2 runs/imf_seed3 runs/imf_shared_trunk_seed2 --json runs/fd_draws.json
+for r in runs/imf_shared_trunk runs/imf_shared_trunk_seed1 runs/imf_shared_trunk_seed2 runs/imf_aux_head_depth4 runs/imf_aux_head_depth4_seed1 runs/imf_aux_head_depth2 runs/imf_aux_head_depth3 \
   runs/imf_omega_max2 runs/imf_omega_max8 runs/imf_drop_on_equal runs/imf_drop_on_equal_seed1 runs/imf_aux_head_depth4_w384 \
   runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4; do  # iMF's own sampling interval, at omega = 1
   python scripts/fd_draws.py $r --set t_min=0.4 --set t_max=0.65 --json runs/fd_draws_sampling.json

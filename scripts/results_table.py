@@ -170,9 +170,10 @@ RUNS = {
         "alphaflow_clip10", "alphaflow_seed1_clip10", "meanflow_digits_p0.5_lr_decay_no_cfg_seed1", "meanflow_digits_p0.5_lr_decay_no_cfg_seed2")},
     # improved MeanFlow with MeanFlow's winning settings (no training-time guidance, lr decay, with and without p = 0.5) and
     # with pMF's time sampler (logit-normal(0, 0.8), 10% uniform, s = t rows set before sorting) and lr decay
-    # (v heads and x heads), and v0 (imf's earlier default: shared trunk, width 512, sampled with the interval [0, 1]) on seeds 0 and 1
+    # (v heads and x heads), and v0 (imf's earlier default: shared trunk, width 512, sampled with the interval [0, 1]) on seeds 0, 1, 2
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
-        "imf_no_cfg_lr_decay", "imf_no_cfg_p0.5_lr_decay", "imf_pmf_times", "imf_pmf_times_x", "imf_shared_trunk", "imf_shared_trunk_seed1")},
+        "imf_no_cfg_lr_decay", "imf_no_cfg_p0.5_lr_decay", "imf_pmf_times", "imf_pmf_times_x", "imf_shared_trunk", "imf_shared_trunk_seed1",
+        "imf_shared_trunk_seed2")},
     # improved MeanFlow without a sampled guidance interval (--no-interval: [0, 1] on every row), with v heads and iMF's times,
     # and with x heads, pMF's times and lr decay
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_no_interval", "imf_pmf_times_x_no_interval")},
@@ -206,8 +207,8 @@ RUNS = {
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
         "imf_drop_on_equal", "imf_drop_on_equal_seed1", "imf_omega_max2", "imf_omega_max8", "uaimf_drop_on_equal",
         "uaimf_drop_on_equal_seed1", "uaimf_drop_on_equal_seed2", "meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal")},
-    # imf's default network and sampling interval at width 512 for 3600 steps (what fits 10 minutes), and the default on seeds 1 and 2
-    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_aux_head_depth4_3600", "imf_seed1", "imf_seed2")},
+    # imf's default network and sampling interval at width 512 for 3600 steps (what fits 10 minutes), and the default on seeds 1, 2, 3
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_aux_head_depth4_3600", "imf_seed1", "imf_seed2", "imf_seed3")},
     # Meta Flow Maps' default (the Lagrangian consistency) on seeds 1 and 2, and with the preconditioned output (--precondition)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_seed1", "metaflow_seed2", "metaflow_lagrangian_precondition")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
@@ -324,7 +325,7 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str
                 row(f"{label.split()[0]} 2-NFE FD / 1-NFE FD", res["2nfe"]["fd"] / one["fd"], "<= 1", res["2nfe"]["fd"] <= one["fd"])
             if label.startswith("scm") and "2nfe" in res:
                 row("scm 2-NFE FD / FM 50-step FD (digits)", res["2nfe"]["fd"] / teacher, "<= 1.5", res["2nfe"]["fd"] / teacher <= 1.5)
-    for recipe, seed in (("uaimf", 1), ("uaimf", 2), ("dmf", 1), ("dmf", 2), ("imf", 1), ("imf", 2)):  # defaults on other seeds
+    for recipe, seed in (("uaimf", 1), ("uaimf", 2), ("dmf", 1), ("dmf", 2), ("imf", 1), ("imf", 2), ("imf", 3)):  # defaults on other seeds
         if fm and (m := runs.get(f"{recipe}_seed{seed} (comparison)")):
             one = m["results"]["1nfe"]
             v = one["fd"] / best(fm["results"], ["euler50", "heun50"], "fd")
