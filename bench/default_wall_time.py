@@ -54,8 +54,10 @@ def recipe_defaults(recipe: str, flags: list[str] | None = None) -> argparse.Nam
 
 def split_spec(spec: str) -> tuple[str, list[str]]:
     """"imf --aux-head-depth 4" -> ("imf", ["--aux-head-depth", "4"]): a recipe and the flags it is timed with."""
-    recipe, *flags = shlex.split(spec)
-    return recipe, flags
+    words = shlex.split(spec)
+    if not words or words[0].startswith("-"):
+        raise SystemExit(f"--recipes: each entry starts with a recipe name, got {spec!r}")
+    return words[0], words[1:]
 
 
 def step_ratios_to_default(rows: list[dict]) -> list[dict]:

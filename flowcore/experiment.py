@@ -153,9 +153,14 @@ def add_meanflow_loss_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--omega", type=float, default=1.5, help="training-time CFG omega, digits (default: %(default)s)")
     g.add_argument("--kappa", type=float, default=0.5, help="training-time CFG kappa, digits (default: %(default)s)")
     g.add_argument("--label-drop", type=float, default=0.1, help="label dropout, digits (default: %(default)s)")
-    g.add_argument("--drop-on-equal", action=argparse.BooleanOptionalAction, default=False,
-                   help="drop labels on s = t rows only, as the official MeanFlow code (its dropped rows are its first rows, "
-                        "which are its s = t rows) (default: %(default)s)")
+    add_drop_on_equal_arg(g)
+
+
+def add_drop_on_equal_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--drop-on-equal: label dropout on s = t rows only (``guidance.drop_labels(among=...)``), as the official MeanFlow and iMF code."""
+    parser.add_argument("--drop-on-equal", action=argparse.BooleanOptionalAction, default=False,
+                        help="drop labels on s = t rows only, as the official MeanFlow and iMF code (its dropped rows are its first rows, "
+                             "which are its s = t rows) (default: %(default)s)")
 
 
 def finalize_args(args: argparse.Namespace) -> argparse.Namespace:

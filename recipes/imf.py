@@ -148,8 +148,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tangent", type=Tangent, choices=list(Tangent), default=Tangent.HEAD,
                    help="z-part of the JVP tangent: head, iMF's guided v-head v_c; target, MeanFlow's v_g (default: %(default)s)")
     p.add_argument("--label-drop", type=float, default=0.1, help="label dropout (default: %(default)s)")
-    p.add_argument("--drop-on-equal", action=argparse.BooleanOptionalAction, default=False,
-                   help="drop labels on s = t rows only, as the official code does (its dropped rows are its first, s = t, rows) (default: %(default)s)")
+    experiment.add_drop_on_equal_arg(p)
     p.add_argument("--p", type=float, default=0.0, help="adaptive-weight power, w = 1/(sg(L) + c)^p; 0 = plain squared error, iMF uses 1 (default: %(default)s)")
     p.add_argument("--c", type=float, default=1e-2, help="adaptive-weight constant, sum over dims (default: %(default)s)")
     p.add_argument("--beta2", type=float, default=0.95, help="Adam's beta2; iMF's 0.95 (default: %(default)s)")

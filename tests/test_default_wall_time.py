@@ -36,7 +36,8 @@ def test_recipe_defaults_read_each_recipes_own_step_count():
 @pytest.mark.parametrize("flags,message", [(["--short", "50", "--long", "50"], "need 0 < --short < --long"),
                                            (["--recipes", "no_such_recipe"], "no such recipes"),
                                            (["--append"], "--append needs --json"),
-                                           (["--recipes", "fm", "imf --aux-head-depth 9"], "--aux-head-depth must be in [0, --depth=4], got 9")])
+                                           (["--recipes", "fm", "imf --aux-head-depth 9"], "--aux-head-depth must be in [0, --depth=4], got 9"),
+                                           (["--recipes", "fm", ""], "each entry starts with a recipe name")])
 def test_bad_flags_are_refused_by_name(flags, message):
     out = subprocess.run([sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, check=False)
     assert out.returncode != 0 and message in out.stderr
