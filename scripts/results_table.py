@@ -209,6 +209,10 @@ RUNS = {
         "uaimf_drop_on_equal_seed1", "uaimf_drop_on_equal_seed2", "meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal")},
     # imf's default network and sampling interval at width 512 for 3600 steps (what fits 10 minutes), and the default on seeds 1, 2, 3
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_aux_head_depth4_3600", "imf_seed1", "imf_seed2", "imf_seed3")},
+    # imf's default with the learning rate decayed over the last 30 % (--lr-decay 0.3) and with Adam's beta2 at 0.9, each on seeds 0 and 1;
+    # alphaflow with the labels dropped on s = t rows only
+    **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
+        "imf_lr_decay0.3_k4", "imf_lr_decay0.3_k4_seed1", "imf_beta2_0.9", "imf_beta2_0.9_seed1", "alphaflow_drop_on_equal")},
     # Meta Flow Maps' default (the Lagrangian consistency) on seeds 1 and 2, and with the preconditioned output (--precondition)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_seed1", "metaflow_seed2", "metaflow_lagrangian_precondition")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
@@ -284,6 +288,11 @@ def best(res: dict, names: list[str], key: str) -> float:
     return min(res[n][key] for n in names if n in res and key in res[n])
 
 
+DRAWN_TARGET = "reported: one noise draw; the bar reads the next row, the same run's mean over draws"
+"""The target cell of a single-draw 1-NFE row whose run scripts/fd_draws.py scored: the same estimand, FD at about 900 samples,
+estimated from 5 draws instead of 1 (the teacher's recipe draw, 0.78, lies 1.4 sd below its 5-draw mean, 0.99)."""
+
+
 def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str, dict]) -> list[str]:
     out = ["| bar | measured | target | met |", "|---|---|---|---|"]
 
@@ -308,18 +317,37 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str
                 one, floor = other["results"]["1nfe"]["sw2"], other["results"]["floor"]["sw2"]
                 row(f"MeanFlow 1-NFE SW2 / FM 100-step SW2 (checkerboard, {label})", one / teacher, "<= 1.5", one / teacher <= 1.5)
                 row(f"MeanFlow 1-NFE SW2 / data floor (checkerboard, {label})", one / floor, "<= 2", one / floor <= 2)
+    study = studies.get("fd_draws") or {"runs": {}}
+    draws = study["runs"] if "fm" in study["runs"] else {}  # scripts/fd_draws.py: FD on several noise draws (needs the teacher's)
+    teacher_mean = min((g["mean"] for name, g in draws["fm"]["generators"].items() if name in ("euler50", "heun50")), default=0.0) if draws else 0.0
+    mean_rows_done: set[str] = set()
+
+    def mean_row(name: str) -> None:
+        v = draws[name]["generators"]["1nfe"]["mean"] / teacher_mean
+        row(f"{name} 1-NFE FD / FM 50-step FD (digits), each the mean of {study['draws']} noise draws", v, "<= 1.5", v <= 1.5)
+        mean_rows_done.add(name)
+
+    def one_nfe_row(text: str, name: str, v: float) -> None:
+        """1-NFE FD over the teacher's on the recipe's draw: the bar's verdict, unless ``name`` was scored on several draws;
+        then the verdict is its mean's (the next row)."""
+        if "1nfe" in draws.get(name, {}).get("generators", {}):
+            out.append(f"| {text} | {_fmt(v)} | {DRAWN_TARGET} | - |")
+            mean_row(name)
+        else:
+            row(text, v, "<= 1.5", v <= 1.5)
+
     fm, pmf = runs.get("fm (digits)"), runs.get("pmf (digits)")
     if fm and pmf:
         teacher = best(fm["results"], ["euler50", "heun50"], "fd")
         one = pmf["results"]["1nfe"]
-        row("pMF 1-NFE FD / FM 50-step FD (digits)", one["fd"] / teacher, "<= 1.5", one["fd"] / teacher <= 1.5)
+        one_nfe_row("pMF 1-NFE FD / FM 50-step FD (digits)", "pmf", one["fd"] / teacher)
         row("pMF 1-NFE class accuracy", one["class_acc"], ">= 0.90", one["class_acc"] >= 0.90)
     for label, m in runs.items():
         res = m["results"]
         if fm and label.endswith("(default)") and "fd" in res.get("1nfe", {}):
             teacher = best(fm["results"], ["euler50", "heun50"], "fd")
             one = res["1nfe"]
-            row(f"{label.split()[0]} 1-NFE FD / FM 50-step FD (digits)", one["fd"] / teacher, "<= 1.5", one["fd"] / teacher <= 1.5)
+            one_nfe_row(f"{label.split()[0]} 1-NFE FD / FM 50-step FD (digits)", label.split()[0], one["fd"] / teacher)
             row(f"{label.split()[0]} 1-NFE class accuracy", one["class_acc"], ">= 0.90", one["class_acc"] >= 0.90)
             if "2nfe" in res:
                 row(f"{label.split()[0]} 2-NFE FD / 1-NFE FD", res["2nfe"]["fd"] / one["fd"], "<= 1", res["2nfe"]["fd"] <= one["fd"])
@@ -329,7 +357,7 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str
         if fm and (m := runs.get(f"{recipe}_seed{seed} (comparison)")):
             one = m["results"]["1nfe"]
             v = one["fd"] / best(fm["results"], ["euler50", "heun50"], "fd")
-            row(f"{recipe} 1-NFE FD / FM 50-step FD (digits, seed {seed})", v, "<= 1.5", v <= 1.5)
+            one_nfe_row(f"{recipe} 1-NFE FD / FM 50-step FD (digits, seed {seed})", f"{recipe}_seed{seed}", v)
             row(f"{recipe} 1-NFE class accuracy (seed {seed})", one["class_acc"], ">= 0.90", one["class_acc"] >= 0.90)
     rf = runs.get("rectified_flow (default)")
     if fm and rf and "distill_1nfe" in rf["results"]:
@@ -362,12 +390,9 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str
             what = f"{cs['model']}, batch {cs['batch']}, {cs['threads']} threads"
             out.append(f"| MeanFlow step, JVP compiled / eager, {what} (compiling: {cs['compile_seconds']:.0f} s once) | {_fmt(cs['compiled_over_eager'])} | reported | - |")
             out.append(f"| MeanFlow step / FM step (eager), {what}: eager JVP / compiled JVP | {_fmt(cs['eager_over_fm'])} / {_fmt(cs['compiled_over_fm'])} | reported | - |")
-    if (st := studies.get("fd_draws")) and (fm_draws := st["runs"].get("fm")):  # scripts/fd_draws.py: FD on several noise draws
-        teacher = min(g["mean"] for name, g in fm_draws["generators"].items() if name in ("euler50", "heun50"))
-        for name, r in st["runs"].items():
-            if name != "fm" and "1nfe" in r["generators"]:
-                v = r["generators"]["1nfe"]["mean"] / teacher
-                row(f"{name} 1-NFE FD / FM 50-step FD (digits), each the mean of {st['draws']} noise draws", v, "<= 1.5", v <= 1.5)
+    for name, r in draws.items():  # the other runs scored on several draws
+        if name not in mean_rows_done and "1nfe" in r["generators"]:
+            mean_row(name)
     if wall := benches.get("default_wall_time"):  # bench/default_wall_time.py: the recipe contract's 10-minute budget
         for r in wall["rows"]:
             row(f"{r['recipe']} {'default run' if not r.get('flags') else 'run with ' + r['flags']}, wall clock in minutes ({wall['threads']} threads, projected; steps in the wall-clock table)",

@@ -79,3 +79,24 @@ def test_worst_draw_counts_finds_each_runs_largest_ratio_to_the_teacher() -> Non
             "c": {"generators": {"2nfe": {"fd": [9.0, 1.0, 1.0]}}}}
     assert table.worst_draw_counts(runs, [2.0, 0.5, 1.0]) == {1: 2}
     assert table.worst_draw_counts(runs, [1.0, 1.0, 1.0]) == {0: 2}
+
+
+def _digits_run(fd: float) -> dict:
+    return {"results": {"1nfe": {"fd": fd, "class_acc": 0.99}, "2nfe": {"fd": fd / 2, "class_acc": 0.99}}}
+
+
+def test_a_1nfe_bar_reads_the_mean_over_draws_where_the_run_was_scored_on_them() -> None:
+    """Teacher 1.0 on the recipe's draw, 2.0 as a mean. Run a: 1.8 on its draw (1.8x, over the bar) but 2.6 as a mean
+    (1.3x): its draw is reported, the verdict is the mean's, in the next row. Run b, never re-scored: its draw's verdict."""
+    table = load_script("results_table")
+    runs = {"fm (digits)": {"results": {"heun50": {"fd": 1.0}, "euler50": {"fd": 1.1}}}, "a (default)": _digits_run(1.8), "b (default)": _digits_run(1.2)}
+    draws = {"draws": 2, "runs": {"fm": {"generators": {"heun50": {"mean": 2.0}, "euler50": {"mean": 2.2}}},
+                                  "a": {"generators": {"1nfe": {"mean": 2.6}}}, "c": {"generators": {"1nfe": {"mean": 3.2}}}}}
+    lines = table.bar_lines(runs, {}, {"fd_draws": draws})
+    a = lines.index(f"| a 1-NFE FD / FM 50-step FD (digits) | 1.8 | {table.DRAWN_TARGET} | - |")
+    assert lines[a + 1] == "| a 1-NFE FD / FM 50-step FD (digits), each the mean of 2 noise draws | 1.3 | <= 1.5 | yes |"
+    assert "| b 1-NFE FD / FM 50-step FD (digits) | 1.2 | <= 1.5 | yes |" in lines
+    assert "| c 1-NFE FD / FM 50-step FD (digits), each the mean of 2 noise draws | 1.6 | <= 1.5 | **no** |" in lines
+    assert sum("each the mean" in line for line in lines) == 2  # a's mean row is not repeated among the others'
+    no_teacher = {"draws": 2, "runs": {k: v for k, v in draws["runs"].items() if k != "fm"}}
+    assert "| a 1-NFE FD / FM 50-step FD (digits) | 1.8 | <= 1.5 | **no** |" in table.bar_lines(runs, {}, {"fd_draws": no_teacher})
