@@ -117,6 +117,7 @@ python recipes/imf.py --width 512 --steps 3600 --out runs/imf_aux_head_depth4_36
 for seed in 1 2 3; do python recipes/imf.py --seed $seed --out runs/imf_seed$seed; done   # the default on seeds 1, 2, 3
 python recipes/imf.py --lr-decay 0.3 --out runs/imf_lr_decay0.3_k4 && python recipes/imf.py --lr-decay 0.3 --seed 1 --out runs/imf_lr_decay0.3_k4_seed1
 python recipes/imf.py --beta2 0.9 --out runs/imf_beta2_0.9 && python recipes/imf.py --beta2 0.9 --seed 1 --out runs/imf_beta2_0.9_seed1
+for ema in 0.9995 0.998; do python recipes/imf.py --ema $ema --out runs/imf_ema$ema && python recipes/imf.py --ema $ema --seed 1 --out runs/imf_ema${ema}_seed1; done
 python recipes/alphaflow.py --drop-on-equal --out runs/alphaflow_drop_on_equal
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --out runs/metaflow_precondition   # x_hat = c_skip z* + c_out G
 python recipes/metaflow.py --consistency eulerian --posterior-points 3 --precondition --lr-decay 0.3 --out runs/metaflow_precondition_lr_decay
@@ -223,7 +224,8 @@ python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_l
   runs/imf_omega_max2 runs/imf_omega_max8 runs/uaimf_drop_on_equal runs/uaimf_drop_on_equal_seed1 runs/uaimf_drop_on_equal_seed2 \
   runs/meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal runs/imf_aux_head_depth4_3600 runs/imf_seed1 \
   runs/imf_seed2 runs/imf_seed3 runs/imf_shared_trunk_seed2 runs/imf_lr_decay0.3_k4 runs/imf_lr_decay0.3_k4_seed1 runs/imf_beta2_0.9 \
-  runs/imf_beta2_0.9_seed1 runs/alphaflow_drop_on_equal --json runs/fd_draws.json
+  runs/imf_beta2_0.9_seed1 runs/alphaflow_drop_on_equal runs/imf_ema0.9995 runs/imf_ema0.9995_seed1 runs/imf_ema0.998 runs/imf_ema0.998_seed1 \
+  --json runs/fd_draws.json
 for r in runs/imf_shared_trunk runs/imf_shared_trunk_seed1 runs/imf_shared_trunk_seed2 runs/imf_aux_head_depth4 runs/imf_aux_head_depth4_seed1 runs/imf_aux_head_depth2 runs/imf_aux_head_depth3 \
   runs/imf_omega_max2 runs/imf_omega_max8 runs/imf_drop_on_equal runs/imf_drop_on_equal_seed1 runs/imf_aux_head_depth4_w384 \
   runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4; do  # iMF's own sampling interval, at omega = 1

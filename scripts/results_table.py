@@ -209,10 +209,11 @@ RUNS = {
         "uaimf_drop_on_equal_seed1", "uaimf_drop_on_equal_seed2", "meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal")},
     # imf's default network and sampling interval at width 512 for 3600 steps (what fits 10 minutes), and the default on seeds 1, 2, 3
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("imf_aux_head_depth4_3600", "imf_seed1", "imf_seed2", "imf_seed3")},
-    # imf's default with the learning rate decayed over the last 30 % (--lr-decay 0.3) and with Adam's beta2 at 0.9, each on seeds 0 and 1;
-    # alphaflow with the labels dropped on s = t rows only
+    # imf's default with the learning rate decayed over the last 30 % (--lr-decay 0.3), with Adam's beta2 at 0.9, and evaluated on
+    # EMAs of decay 0.9995 and 0.998 (--ema), each on seeds 0 and 1; alphaflow with the labels dropped on s = t rows only
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in (
-        "imf_lr_decay0.3_k4", "imf_lr_decay0.3_k4_seed1", "imf_beta2_0.9", "imf_beta2_0.9_seed1", "alphaflow_drop_on_equal")},
+        "imf_lr_decay0.3_k4", "imf_lr_decay0.3_k4_seed1", "imf_beta2_0.9", "imf_beta2_0.9_seed1", "imf_ema0.9995", "imf_ema0.9995_seed1",
+        "imf_ema0.998", "imf_ema0.998_seed1", "alphaflow_drop_on_equal")},
     # Meta Flow Maps' default (the Lagrangian consistency) on seeds 1 and 2, and with the preconditioned output (--precondition)
     **{f"{r} (comparison)": ROOT / f"runs/{r}/metrics.json" for r in ("metaflow_seed1", "metaflow_seed2", "metaflow_lagrangian_precondition")},
     # the ablation's two-stream runs re-evaluated by --resume (same weights) after the pixels-given-the-data's-latent diagnostic was added
@@ -319,7 +320,7 @@ def bar_lines(runs: dict[str, dict], benches: dict[str, dict], studies: dict[str
                 row(f"MeanFlow 1-NFE SW2 / data floor (checkerboard, {label})", one / floor, "<= 2", one / floor <= 2)
     study = studies.get("fd_draws") or {"runs": {}}
     draws = study["runs"] if "fm" in study["runs"] else {}  # scripts/fd_draws.py: FD on several noise draws (needs the teacher's)
-    teacher_mean = min((g["mean"] for name, g in draws["fm"]["generators"].items() if name in ("euler50", "heun50")), default=0.0) if draws else 0.0
+    teacher_mean = min(g["mean"] for name, g in draws["fm"]["generators"].items() if name in ("euler50", "heun50")) if draws else 0.0
     mean_rows_done: set[str] = set()
 
     def mean_row(name: str) -> None:
