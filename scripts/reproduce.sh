@@ -114,7 +114,7 @@ python recipes/uaimf.py --drop-on-equal --out runs/uaimf_drop_on_equal
 for seed in 1 2; do python recipes/uaimf.py --drop-on-equal --seed $seed --out runs/uaimf_drop_on_equal_seed$seed; done
 python recipes/meanflow.py --data digits --steps 7000 --batch 128 --p 0.5 --lr-decay 0.3 --omega 1 --kappa 0 --drop-on-equal --out runs/meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal
 python recipes/imf.py --width 512 --steps 3600 --out runs/imf_aux_head_depth4_3600   # the default's k = 4 and interval, width 512
-for seed in 1 2 3; do python recipes/imf.py --seed $seed --out runs/imf_seed$seed; done   # the default on seeds 1, 2, 3
+for seed in 1 2 3 4 5; do python recipes/imf.py --seed $seed --out runs/imf_seed$seed; done   # the default on seeds 1 to 5
 python recipes/imf.py --lr-decay 0.3 --out runs/imf_lr_decay0.3_k4 && python recipes/imf.py --lr-decay 0.3 --seed 1 --out runs/imf_lr_decay0.3_k4_seed1
 python recipes/imf.py --beta2 0.9 --out runs/imf_beta2_0.9 && python recipes/imf.py --beta2 0.9 --seed 1 --out runs/imf_beta2_0.9_seed1
 for ema in 0.9995 0.998; do python recipes/imf.py --ema $ema --out runs/imf_ema$ema && python recipes/imf.py --ema $ema --seed 1 --out runs/imf_ema${ema}_seed1; done
@@ -225,7 +225,7 @@ python scripts/fd_draws.py runs/fm runs/uaimf runs/pmf_7k runs/imf_7k runs/dmf_l
   runs/meanflow_digits_p0.5_lr_decay_no_cfg_drop_on_equal runs/imf_aux_head_depth4_3600 runs/imf_seed1 \
   runs/imf_seed2 runs/imf_seed3 runs/imf_shared_trunk_seed2 runs/imf_lr_decay0.3_k4 runs/imf_lr_decay0.3_k4_seed1 runs/imf_beta2_0.9 \
   runs/imf_beta2_0.9_seed1 runs/alphaflow_drop_on_equal runs/imf_ema0.9995 runs/imf_ema0.9995_seed1 runs/imf_ema0.998 runs/imf_ema0.998_seed1 \
-  --json runs/fd_draws.json
+  runs/imf_seed4 runs/imf_seed5 --json runs/fd_draws.json
 for r in runs/imf_shared_trunk runs/imf_shared_trunk_seed1 runs/imf_shared_trunk_seed2 runs/imf_aux_head_depth4 runs/imf_aux_head_depth4_seed1 runs/imf_aux_head_depth2 runs/imf_aux_head_depth3 \
   runs/imf_omega_max2 runs/imf_omega_max8 runs/imf_drop_on_equal runs/imf_drop_on_equal_seed1 runs/imf_aux_head_depth4_w384 \
   runs/imf_no_cfg_no_interval_tangent_target_beta2_0.999_aux_head_depth4; do  # iMF's own sampling interval, at omega = 1

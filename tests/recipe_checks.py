@@ -48,6 +48,19 @@ def load_script(name: str):
     return load_module("scripts", name)
 
 
+FM_TEACHER_FD_MEAN = 0.992
+"""The FM teacher's (runs/fm, recipes/fm.py) Heun-50 FD as the mean of 5 noise draws, measured by scripts/fd_draws.py (runs/fd_draws.json):
+the digits bars' denominator (README, "How to read a digits FD")."""
+
+
+def mean_fd_over_draws(run: Path, generator: str, draws: int = 5) -> float:
+    """The mean FD of one generator of a finished digits run over ``draws`` noise draws (scripts/fd_draws.py), the digits bars' reading."""
+    fd_draws = load_script("fd_draws")
+    generators, config = fd_draws.load_run(run)
+    fds = fd_draws.fd_draws({generator: generators[generator]}, draws, config["seed"], config.get("eval_samples"))[generator]
+    return sum(fds) / len(fds)
+
+
 def run_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 

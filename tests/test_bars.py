@@ -1,5 +1,6 @@
 """`pytest -m slow`: run the default recipes (each at most 10 minutes on 2 cores) and assert the
-quality bars of issue 2. The same numbers reach the README through scripts/reproduce.sh."""
+quality bars of issue 2 (digits FD as means of 5 noise draws, as the README's bars). The same numbers reach the README through
+scripts/reproduce.sh."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.recipe_checks import mean_fd_over_draws
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -19,33 +22,39 @@ pytestmark = pytest.mark.slow
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("default_runs")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = {}
+    done = set()
 
-    def run(label: str, recipe: str, *flags: str) -> dict:
+    def run(label: str, recipe: str, *flags: str) -> Path:
+        """The folder of a finished run (trained once per module)."""
+        out = base / label
         if label not in done:
-            out = base / label
             subprocess.run([sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "--out", str(out), *flags], check=True, env=env)
-            done[label] = json.loads((out / "metrics.json").read_text())["results"]
-        return done[label]
+            done.add(label)
+        return out
 
     return run
 
 
+def _results(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())["results"]
+
+
 def test_meanflow_one_step_on_checkerboard(runs):
-    teacher = runs("fm_checkerboard", "fm", "--data", "checkerboard")
-    student = runs("meanflow", "meanflow")
+    teacher = _results(runs("fm_checkerboard", "fm", "--data", "checkerboard"))
+    student = _results(runs("meanflow", "meanflow"))
     teacher_sw2 = min(teacher["euler100"]["sw2"], teacher["heun100"]["sw2"])
     assert student["1nfe"]["sw2"] <= 1.5 * teacher_sw2
     assert student["1nfe"]["sw2"] <= 2.0 * student["floor"]["sw2"]
 
 
 def test_pixel_meanflow_one_step_on_digits(runs):
-    teacher = runs("fm", "fm")
-    student = runs("pmf", "pmf")
-    teacher_fd = min(teacher["euler50"]["fd"], teacher["heun50"]["fd"])
-    assert student["1nfe"]["fd"] <= 1.5 * teacher_fd
-    assert student["1nfe"]["class_acc"] >= 0.90
-    assert student["2nfe"]["fd"] <= student["1nfe"]["fd"] * 1.1
+    """1-NFE FD within 1.5x of the FM teacher's, both as means of 5 noise draws (README, "How to read a digits FD")."""
+    teacher, student = runs("fm", "fm"), runs("pmf", "pmf")
+    teacher_fd = min(mean_fd_over_draws(teacher, g) for g in ("euler50", "heun50"))
+    assert mean_fd_over_draws(student, "1nfe") <= 1.5 * teacher_fd
+    results = _results(student)
+    assert results["1nfe"]["class_acc"] >= 0.90
+    assert results["2nfe"]["fd"] <= results["1nfe"]["fd"] * 1.1
 
 
 def test_meanflow_step_cost():

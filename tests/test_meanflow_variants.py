@@ -15,7 +15,7 @@ import torch
 from flowcore import derivatives, losses, targets, times
 from flowcore.times import EasyToHardCurriculum, LogitNormal, SigmoidCurriculum
 from tests import oracles
-from tests.recipe_checks import (assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe,
+from tests.recipe_checks import (assert_help_lists, assert_resume_is_exact, assert_runs_under_torchrun, load_recipe, mean_fd_over_draws,
                                  random_fp64_digits_model, read_checkpoint, run_env)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -373,34 +373,44 @@ def default_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("variant_runs")
     done: dict = {}
 
-    def run(label: str, recipe: str, *flags: str) -> dict:
+    def run(label: str, recipe: str, *flags: str) -> Path:
+        """The folder of a finished run (trained once per module)."""
+        out = base / label
         if label not in done:
-            out = base / label
             subprocess.run([sys.executable, str(ROOT / "recipes" / f"{recipe}.py"), "--out", str(out), *flags], check=True, env=_env())
-            done[label] = json.loads((out / "metrics.json").read_text())["results"]
-        return done[label]
+            done[label] = out
+        return out
 
     return run
+
+
+def _results(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())["results"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_default_run_meets_the_digits_bars(name, default_runs):
-    teacher = default_runs("fm", "fm")
-    student = default_runs(name, name)
-    teacher_fd = min(teacher["euler50"]["fd"], teacher["heun50"]["fd"])
-    assert student["1nfe"]["fd"] <= 1.5 * teacher_fd
-    assert student["1nfe"]["class_acc"] >= 0.90
-    assert student["2nfe"]["fd"] <= student["1nfe"]["fd"] * 1.1
+    """1-NFE FD within 1.5x of the FM teacher's, both as means of 5 noise draws (README, "How to read a digits FD")."""
+    teacher, student = default_runs("fm", "fm"), default_runs(name, name)
+    teacher_fd = min(mean_fd_over_draws(teacher, g) for g in ("euler50", "heun50"))
+    assert mean_fd_over_draws(student, "1nfe") <= 1.5 * teacher_fd
+    results = _results(student)
+    assert results["1nfe"]["class_acc"] >= 0.90
+    assert results["2nfe"]["fd"] <= results["1nfe"]["fd"] * 1.1
+
+
+UAIMF_IS_NOT_FASTER = pytest.mark.xfail(strict=True, reason="UAIMF does not beat MeanFlow at this scale: 1-NFE FD 1.22 vs 1.04 (README claims)")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,meanflow_flags", [("alphaflow", ALPHAFLOW_LOSS_DEFAULTS), ("uaimf", UAIMF_LOSS_DEFAULTS)])
+@pytest.mark.parametrize("name,meanflow_flags", [("alphaflow", ALPHAFLOW_LOSS_DEFAULTS),
+                                                 pytest.param("uaimf", UAIMF_LOSS_DEFAULTS, marks=UAIMF_IS_NOT_FASTER)])
 def test_variant_beats_meanflow_at_equal_steps(name, meanflow_flags, default_runs):
-    """The variant's default against MeanFlow with the same loss settings and steps."""
+    """The variant's default against MeanFlow with the same loss settings and steps (seed 0, the README's claims table)."""
     meanflow = default_runs(f"meanflow_digits_for_{name}", "meanflow", "--data", "digits", "--steps", "7000", "--batch", "128", *meanflow_flags)
     student = default_runs(name, name)
-    assert student["1nfe"]["fd"] < meanflow["1nfe"]["fd"]
+    assert _results(student)["1nfe"]["fd"] < _results(meanflow)["1nfe"]["fd"]
 
 
 @pytest.mark.parametrize("recipe,flag", [("meanflow", "--uniform-fraction"), ("meanflow", "--equal-fraction"), ("pmf", "--uniform-fraction"),
